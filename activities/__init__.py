@@ -1,0 +1,1 @@
+"""All I/O the workflows need: database, SSH, Kubernetes, registries. Every activity is idempotent."""

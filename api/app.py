@@ -1,0 +1,56 @@
+"""The FastAPI application: lifespan (database, Temporal client), error handlers and routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.body_limit import BodySizeLimit
+from api.errors import install_error_handlers
+from api.routes import ROUTERS, custom_router
+from api.state import AppState
+from db.encryption import SecretBox
+from db.session import create_engine, session_factory
+from primus_safe.settings import Settings, get_settings
+from primus_safe.temporal import connect
+
+API_PREFIX = "/api/v1"
+CUSTOM_PREFIX = "/api/custom"
+MAX_BODY_BYTES = 2 * 1024 * 1024
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. Migrations are not run here (the CLI runs them before serving)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        box = SecretBox(settings.encryption_key())
+        engine = create_engine(settings.sqlalchemy_url)
+        try:
+            temporal = await connect(settings)
+            app.state.primus = AppState(
+                settings=settings, engine=engine, sessions=session_factory(engine), temporal=temporal, box=box
+            )
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Primus-SaFE",
+        version="1.0",
+        description="Control plane for AI GPU clusters. Every endpoint lives under /api/v1; "
+        "errors are `{errorCode, errorMessage}` with upstream's Primus codes.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router, prefix=API_PREFIX)
+    app.include_router(custom_router, prefix=CUSTOM_PREFIX)
+    from api.routes.system import router as system_router
+
+    app.include_router(system_router)
+    return app

@@ -1,0 +1,264 @@
+"""Users: register, login, logout, list, get (`self` too), patch, delete."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.security import HTTPAuthorizationCredentials
+from sqlalchemy.exc import IntegrityError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+
+from api.deps import (
+    TOKEN_COOKIE,
+    Caller,
+    CurrentUser,
+    Paging,
+    Session,
+    State,
+    _bearer,
+    _cookie,
+    authenticate,
+    request_token,
+)
+from api.schemas.common import ERROR_RESPONSES, ListResponse
+from api.schemas.users import (
+    CreateUserRequest,
+    CreateUserResponse,
+    LoginRequest,
+    LoginResponse,
+    UpdateUserRequest,
+    UserView,
+    WorkspaceRef,
+)
+from api.security import hash_password, new_token, token_hash, verify_password
+from db import users as db
+from db.users import User, UserToken
+from domain.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
+from domain.names import random_suffix
+from domain.timefmt import format_time, unix_seconds, utcnow
+from domain.users import RESTRICTED_FROZEN, ROLE_DEFAULT, ROLE_SYSTEM_ADMIN, normalize_roles
+from workflows.common import RESOURCE_ID, RESOURCE_TYPE, USER
+from workflows.user_cleanup import UserCleanupInput, UserCleanupWorkflow, workflow_id
+
+router = APIRouter(tags=["users"], responses=ERROR_RESPONSES)
+
+
+def user_view(user: User) -> UserView:
+    """The API view of a user. Admins need no workspace grants, so theirs are empty."""
+    admin = ROLE_SYSTEM_ADMIN in user.roles
+    return UserView(
+        id=user.id,
+        name=user.name,
+        email=user.email,
+        type=user.type,
+        roles=list(user.roles),
+        workspaces=[] if admin else [WorkspaceRef(id=w, name=w) for w in user.workspaces],
+        managed_workspaces=[],
+        creation_time=format_time(user.created_at),
+        restricted_type=user.restricted_type,
+        avatar_url=user.avatar_url,
+    )
+
+
+def can_see(caller: Caller, user: User) -> bool:
+    """Admins see everyone; others see themselves and members of their workspaces."""
+    if caller.is_admin or caller.id == user.id:
+        return True
+    return bool(set(caller.user.workspaces) & set(user.workspaces))
+
+
+async def optional_caller(
+    session: Session,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    cookie: Annotated[str | None, Depends(_cookie)],
+) -> Caller | None:
+    """The caller when a token is presented (registration is public, but admins may set more)."""
+    if request_token(bearer, cookie) is None:
+        return None
+    return await authenticate(session, bearer, cookie)
+
+
+@router.post("/users", response_model=CreateUserResponse, summary="Register a user (public)")
+async def create_user(
+    body: CreateUserRequest,
+    session: Session,
+    caller: Annotated[Caller | None, Depends(optional_caller)],
+) -> CreateUserResponse:
+    """Anyone may register; only a system admin may set `type` or `workspaces`."""
+    if (body.type is not None or body.workspaces is not None) and not (caller and caller.is_admin):
+        raise Forbidden("only a system administrator may set type or workspaces when registering a user")
+    if await db.get_user_by_name(session, name=body.name) is not None:
+        raise Conflict(f"user {body.name} already exists")
+    now = utcnow()
+    user = User(
+        id=f"user-{body.name[:60]}-{random_suffix(6)}",
+        name=body.name,
+        email=body.email,
+        type=body.type or "default",
+        roles=[ROLE_DEFAULT],
+        workspaces=sorted(set(body.workspaces or [])),
+        password_hash=hash_password(body.password),
+        restricted_type=0,
+        avatar_url=body.avatar_url,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(user)
+    try:
+        await session.commit()
+    except IntegrityError as exc:
+        raise Conflict(f"user {body.name} already exists") from exc
+    return CreateUserResponse(id=user.id)
+
+
+@router.post("/login", response_model=LoginResponse, summary="Log in; sets the Token cookie too")
+async def login(body: LoginRequest, session: Session, state: State, response: Response) -> LoginResponse:
+    """Password login. Frozen users are refused."""
+    if body.type != "default":
+        raise Invalid(f"login type {body.type} is not supported")
+    user = await db.get_user_by_name(session, name=body.name)
+    if user is None or user.deleting_at is not None or not verify_password(user.password_hash, body.password):
+        raise Unauthenticated("the user name or password is incorrect")
+    if user.restricted_type >= RESTRICTED_FROZEN:
+        raise Forbidden(f"The user is restricted. type: {user.restricted_type}")
+    token = new_token()
+    now = utcnow()
+    lifetime = state.settings.token_lifetime_seconds
+    expires = now + timedelta(seconds=lifetime)
+    session.add(UserToken(token_hash=token_hash(token), user_id=user.id, created_at=now, expires_at=expires))
+    await session.commit()
+    secure = state.settings.cookie_secure
+    response.set_cookie(TOKEN_COOKIE, token, max_age=lifetime, httponly=True, samesite="lax", secure=secure)
+    response.set_cookie("userId", user.id, max_age=lifetime, httponly=True, samesite="lax", secure=secure)
+    view = user_view(user)
+    return LoginResponse(**view.model_dump(), token=token, expire=unix_seconds(expires))
+
+
+@router.post("/logout", response_model=None, summary="Log out: revoke the token, clear the cookies")
+async def logout(
+    session: Session,
+    response: Response,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    cookie: Annotated[str | None, Depends(_cookie)],
+) -> None:
+    """Revokes the presented token (if any) and clears the cookies. Needs no valid token."""
+    token = request_token(bearer, cookie)
+    if token is not None:
+        row = await session.get(UserToken, token_hash(token))
+        if row is not None and row.revoked_at is None:
+            row.revoked_at = utcnow()
+            await session.commit()
+    response.delete_cookie(TOKEN_COOKIE)
+    response.delete_cookie("userId")
+
+
+@router.get("/users", response_model=ListResponse[UserView])
+async def list_users(
+    caller: CurrentUser,
+    session: Session,
+    page: Paging,
+    name: Annotated[str | None, Query(max_length=63, description="Exact user name")] = None,
+    email: Annotated[str | None, Query(max_length=254, description="Exact email")] = None,
+    workspace_id: Annotated[str | None, Query(alias="workspaceId", max_length=63)] = None,
+) -> ListResponse[UserView]:
+    """Users the caller may see, oldest first."""
+    users = [u for u in await db.list_users(session, name=name, email=email) if can_see(caller, u)]
+    if workspace_id:
+        users = [u for u in users if workspace_id in u.workspaces or ROLE_SYSTEM_ADMIN in u.roles]
+    items = users[page.offset : page.offset + page.limit]
+    return ListResponse[UserView](total_count=len(users), items=[user_view(u) for u in items])
+
+
+async def _visible_user(session: Session, caller: Caller, user_id: str) -> User:
+    user = caller.user if user_id == "self" else await db.get_user(session, user_id=user_id)
+    if user is None or not can_see(caller, user):
+        raise NotFound("User", user_id)
+    return user
+
+
+@router.get("/users/{name}", response_model=UserView, summary="Get a user by id, or `self`")
+async def get_user(name: str, caller: CurrentUser, session: Session) -> UserView:
+    """`self` is the caller. Users the caller may not see are reported missing."""
+    return user_view(await _visible_user(session, caller, name))
+
+
+@router.patch("/users/{UserId}", response_model=None)
+async def update_user(
+    UserId: str,
+    body: UpdateUserRequest,
+    caller: CurrentUser,
+    session: Session,
+) -> None:
+    """Owners change their password, email and avatar; admins also roles, workspaces, restriction."""
+    user = await _visible_user(session, caller, UserId)
+    if not caller.is_admin:
+        if body.roles is not None or body.workspaces is not None or body.restricted_type is not None:
+            raise Forbidden("only a system administrator may change roles, workspaces or restrictedType")
+        if user.id != caller.id:
+            raise Forbidden("The user is not allowed to update user")
+    if body.roles is not None:
+        roles = normalize_roles(list(body.roles))
+        if ROLE_SYSTEM_ADMIN in user.roles and ROLE_SYSTEM_ADMIN not in roles:
+            await _keep_one_admin(session, user)
+        user.roles = roles
+    if body.restricted_type is not None:
+        if body.restricted_type >= RESTRICTED_FROZEN and ROLE_SYSTEM_ADMIN in user.roles:
+            await _keep_one_admin(session, user)
+        user.restricted_type = body.restricted_type
+    if body.workspaces is not None:
+        user.workspaces = sorted(set(body.workspaces))
+    if body.password:
+        user.password_hash = hash_password(body.password)
+    if body.email is not None:
+        user.email = body.email
+    if body.avatar_url is not None:
+        user.avatar_url = body.avatar_url
+    user.updated_at = utcnow()
+    if body.password or (body.restricted_type or 0) >= RESTRICTED_FROZEN:
+        await db.revoke_tokens(session, user_id=user.id, now=user.updated_at)
+    await session.commit()
+
+
+async def _keep_one_admin(session: Session, user: User) -> None:
+    if await db.count_admins(session) <= 1:
+        raise Conflict(f"user {user.name} is the last system administrator")
+
+
+@router.delete("/users/{UserId}", response_model=None)
+async def delete_user(
+    UserId: str,
+    caller: CurrentUser,
+    session: Session,
+    state: State,
+) -> None:
+    """System admins only. Tokens are revoked at once; a workflow removes keys, tokens and the record."""
+    if not caller.is_admin:
+        user = await db.get_user(session, user_id=UserId)
+        if user is None or not can_see(caller, user):
+            raise NotFound("User", UserId)
+        raise Forbidden("System administrator privileges are required")
+    user = await db.get_user(session, user_id=UserId, include_deleting=True)
+    if user is None:
+        raise NotFound("User", UserId)
+    if user.deleting_at is None:
+        if ROLE_SYSTEM_ADMIN in user.roles:
+            await _keep_one_admin(session, user)
+        user.deleting_at = utcnow()
+        await db.revoke_tokens(session, user_id=user.id, now=user.deleting_at)
+        await session.commit()
+    await state.temporal.start_workflow(
+        UserCleanupWorkflow.run,
+        UserCleanupInput(user_id=user.id, step_timeout_seconds=state.settings.user_cleanup_timeout_seconds),
+        id=workflow_id(user.id),
+        task_queue=state.settings.queues.control,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(RESOURCE_TYPE, "user"),
+                SearchAttributePair(RESOURCE_ID, user.id),
+                SearchAttributePair(USER, caller.id),
+            ]
+        ),
+    )

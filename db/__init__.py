@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy 2 typed models, query functions and Alembic migrations."""

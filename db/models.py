@@ -1,0 +1,11 @@
+"""Imports every model so `Base.metadata` is complete (Alembic and tests use it)."""
+
+from db.base import Base
+from db.image_registries import ImageRegistry
+from db.node_flavors import NodeFlavor
+from db.node_templates import NodeTemplate
+from db.public_keys import PublicKey
+from db.secrets import Secret
+from db.users import User, UserToken
+
+__all__ = ["Base", "ImageRegistry", "NodeFlavor", "NodeTemplate", "PublicKey", "Secret", "User", "UserToken"]

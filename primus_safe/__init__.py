@@ -1,0 +1,1 @@
+"""Composition root: settings, Temporal wiring and the `primus-safe` CLI."""

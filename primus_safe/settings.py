@@ -1,0 +1,127 @@
+"""Settings for every process, read from `PRIMUS_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(RuntimeError):
+    """The configuration cannot be used as it stands."""
+
+
+def _default_data_dir() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "primus-safe"
+
+
+class TaskQueues(BaseSettings):
+    """Temporal task queues: control flow apart from slow I/O so one cannot starve the other."""
+
+    model_config = SettingsConfigDict(env_prefix="PRIMUS_QUEUE_", extra="ignore")
+
+    control: str = "primus-control"
+    ssh: str = "primus-ssh"
+    images: str = "primus-images"
+
+
+class Settings(BaseSettings):
+    """All settings. Durations are seconds so tests can shrink them."""
+
+    model_config = SettingsConfigDict(env_prefix="PRIMUS_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = None
+    """SQLAlchemy URL; default: SQLite file `<data_dir>/primus.db` (WAL mode)."""
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    queues: TaskQueues = Field(default_factory=TaskQueues)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8088
+
+    dev_mode: bool = False
+    """Embedded development mode (`primus-safe up`): allows generated secrets."""
+    secret_key: str | None = None
+    """Fernet key encrypting secrets at rest. Generated into the data dir only in dev mode."""
+
+    token_lifetime_seconds: int = 7 * 24 * 3600
+    admin_password: str | None = None
+
+    user_cleanup_timeout_seconds: int = 60
+    token_purge_interval_seconds: int = 3600
+
+    cpu_reserve_percent: float = 0.1
+    memory_reserve_percent: float = 0.05
+    ephemeral_storage_reserve_percent: float = 0.05
+
+    cookie_secure: bool = False
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The async SQLAlchemy URL, with the driver filled in."""
+        url = self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'primus.db'}"
+        return async_url(url)
+
+    def encryption_key(self) -> bytes:
+        """The Fernet key for secrets at rest.
+
+        Taken from `PRIMUS_SECRET_KEY`; in dev mode generated once into `<data_dir>/secret.key`
+        (mode 600) and reused; refused when unset outside dev mode.
+        """
+        if self.secret_key:
+            key = self.secret_key.encode()
+        else:
+            path = self.data_dir / "secret.key"
+            if path.exists():
+                key = path.read_bytes().strip()
+            elif self.dev_mode:
+                self.data_dir.mkdir(parents=True, exist_ok=True)
+                key = Fernet.generate_key()
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(key)
+            else:
+                raise SettingsError(
+                    "PRIMUS_SECRET_KEY is not set. Generate one with `python -c 'from cryptography.fernet "
+                    "import Fernet; print(Fernet.generate_key().decode())'` or run in dev mode (primus-safe up)."
+                )
+        try:
+            Fernet(key)
+        except ValueError as exc:
+            raise SettingsError(
+                "PRIMUS_SECRET_KEY is not a valid Fernet key (32 url-safe base64 bytes)"
+            ) from exc
+        return key
+
+
+def async_url(url: str) -> str:
+    """Give a plain database URL the async driver this project uses."""
+    if url.startswith("sqlite:"):
+        return "sqlite+aiosqlite:" + url.removeprefix("sqlite:")
+    for prefix in ("postgresql:", "postgres:", "postgresql+psycopg2:"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg:" + url.removeprefix(prefix)
+    return url
+
+
+def sync_url(url: str) -> str:
+    """The synchronous twin of an async URL (used by Alembic)."""
+    return url.replace("sqlite+aiosqlite:", "sqlite:")
+
+
+def random_password() -> str:
+    """A password good enough for a generated first admin."""
+    return secrets.token_urlsafe(18)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,89 @@
+"""The worker: every workflow and activity, on their named task queues, plus system schedules."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+from temporalio.worker import Worker
+
+from activities.users import UserActivities
+from db.session import SessionFactory
+from primus_safe.settings import Settings
+from workflows.token_purge import SCHEDULE_ID as TOKEN_PURGE_SCHEDULE
+from workflows.token_purge import TokenPurgeWorkflow
+from workflows.user_cleanup import UserCleanupWorkflow
+
+log = logging.getLogger(__name__)
+
+CONTROL_WORKFLOWS: list[type] = [UserCleanupWorkflow, TokenPurgeWorkflow]
+
+
+def build_workers(client: Client, settings: Settings, sessions: SessionFactory) -> Sequence[Worker]:
+    """One worker per task queue; the control queue carries workflows and database activities."""
+    users = UserActivities(sessions)
+    control = Worker(
+        client,
+        task_queue=settings.queues.control,
+        workflows=CONTROL_WORKFLOWS,
+        activities=[
+            users.delete_public_keys,
+            users.delete_tokens,
+            users.delete_user,
+            users.purge_expired_tokens,
+        ],
+    )
+    return [control]
+
+
+async def ensure_schedules(client: Client, settings: Settings) -> None:
+    """Create or update the system schedules (visible under Schedules in the Temporal UI)."""
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            TokenPurgeWorkflow.run,
+            id="system/token-purge-run",
+            task_queue=settings.queues.control,
+        ),
+        spec=ScheduleSpec(
+            intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.token_purge_interval_seconds))]
+        ),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+    try:
+        await client.create_schedule(TOKEN_PURGE_SCHEDULE, schedule)
+    except ScheduleAlreadyRunningError:
+
+        def _update(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=schedule)
+
+        await client.get_schedule_handle(TOKEN_PURGE_SCHEDULE).update(_update)
+
+
+async def run_workers(
+    client: Client, settings: Settings, sessions: SessionFactory, stop: asyncio.Event
+) -> None:
+    """Run every worker until `stop` is set, then shut them down gracefully."""
+    await ensure_schedules(client, settings)
+    workers = build_workers(client, settings, sessions)
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    log.info("worker running on %s", ", ".join(w.task_queue for w in workers))
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+    for task in tasks:
+        if task in done and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]

@@ -1,0 +1,181 @@
+"""Users: registration, login/logout, visibility, self-service, admin-only fields, frozen users."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from tests.conftest import ADMIN_PASSWORD, Platform, login, register
+
+
+async def test_register_login_and_self(api: httpx.AsyncClient) -> None:
+    user_id = await register(api, "zhangsan", email="zs@example.com")
+    assert user_id.startswith("user-zhangsan-")
+    resp = await api.post("/api/v1/login", json={"name": "zhangsan", "password": "password-123"})
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["id"] == user_id and body["roles"] == ["default"] and body["restrictedType"] == 0
+    assert body["expire"] > 0 and body["token"]
+    assert "Token" in resp.cookies
+    # the cookie alone authenticates
+    me = await api.get("/api/v1/users/self")
+    assert me.status_code == 200 and me.json()["name"] == "zhangsan"
+    assert "password" not in me.text.lower()
+    api.cookies.clear()
+    me = await api.get("/api/v1/users/self", headers={"Authorization": f"Bearer {body['token']}"})
+    assert me.json()["email"] == "zs@example.com"
+
+
+async def test_logout_revokes_token(api: httpx.AsyncClient, alice: dict[str, str]) -> None:
+    assert (await api.get("/api/v1/users/self", headers=alice)).status_code == 200
+    assert (await api.post("/api/v1/logout", headers=alice)).status_code == 200
+    resp = await api.get("/api/v1/users/self", headers=alice)
+    assert resp.status_code == 401
+    assert resp.json()["errorCode"] == "Primus.00009"
+
+
+async def test_bad_credentials_and_missing_token(api: httpx.AsyncClient) -> None:
+    await register(api, "carol")
+    resp = await api.post("/api/v1/login", json={"name": "carol", "password": "wrong-password"})
+    assert resp.status_code == 401 and resp.json()["errorCode"] == "Primus.00009"
+    resp = await api.get("/api/v1/users")
+    assert resp.status_code == 401 and resp.json()["errorMessage"] == "token not present"
+    resp = await api.get("/api/v1/users", headers={"Authorization": "Bearer nonsense"})
+    assert resp.status_code == 401
+
+
+async def test_registration_bad_input(api: httpx.AsyncClient) -> None:
+    cases = [
+        {"name": "Bad_Name", "password": "password-123"},
+        {"name": "x" * 64, "password": "password-123"},
+        {"name": "ok-name", "password": "short"},
+        {"name": "ok-name", "password": "password-123", "unknown": 1},
+        {"name": "ok-name", "password": 12345678},
+        {"name": "self", "password": "password-123"},
+        {"name": "ok-name", "password": "password-123", "email": "not-an-email"},
+    ]
+    for body in cases:
+        resp = await api.post("/api/v1/users", json=body)
+        assert resp.status_code == 400, (body, resp.text)
+        assert resp.json()["errorCode"] == "Primus.00002"
+    resp = await api.post("/api/v1/users", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert resp.status_code == 400
+    resp = await api.post("/api/v1/users", json={"name": "ok-name", "password": "password-123", "unknown": 1})
+    assert "unknown" in resp.json()["errorMessage"]
+    # nothing was half-written
+    resp = await api.post("/api/v1/login", json={"name": "ok-name", "password": "password-123"})
+    assert resp.status_code == 401
+
+
+async def test_duplicate_name_conflicts(api: httpx.AsyncClient) -> None:
+    await register(api, "dup")
+    resp = await api.post("/api/v1/users", json={"name": "dup", "password": "password-123"})
+    assert resp.status_code == 409 and resp.json()["errorCode"] == "Primus.00004"
+
+
+async def test_admin_only_fields_on_registration(
+    api: httpx.AsyncClient, admin: dict[str, str], alice: dict[str, str]
+) -> None:
+    body = {"name": "dave", "password": "password-123", "workspaces": ["ws-a"]}
+    resp = await api.post("/api/v1/users", json=body)
+    assert resp.status_code == 403
+    resp = await api.post("/api/v1/users", json=body, headers=alice)
+    assert resp.status_code == 403
+    resp = await api.post("/api/v1/users", json=body, headers=admin)
+    assert resp.status_code == 200
+    got = await api.get(f"/api/v1/users/{resp.json()['id']}", headers=admin)
+    assert got.json()["workspaces"] == [{"id": "ws-a", "name": "ws-a"}]
+
+
+async def test_visibility_and_404_for_others(
+    api: httpx.AsyncClient, admin: dict[str, str], alice: dict[str, str], bob: dict[str, str]
+) -> None:
+    bob_id = (await api.get("/api/v1/users/self", headers=bob)).json()["id"]
+    resp = await api.get(f"/api/v1/users/{bob_id}", headers=alice)
+    assert resp.status_code == 404
+    listed = (await api.get("/api/v1/users", headers=alice)).json()
+    assert [u["name"] for u in listed["items"]] == ["alice"] and listed["totalCount"] == 1
+    everyone = (await api.get("/api/v1/users", headers=admin)).json()
+    assert {u["name"] for u in everyone["items"]} == {"root", "alice", "bob"}
+    page = (await api.get("/api/v1/users?limit=1&offset=1", headers=admin)).json()
+    assert page["totalCount"] == 3 and len(page["items"]) == 1
+    only = (await api.get("/api/v1/users?name=bob", headers=admin)).json()
+    assert [u["id"] for u in only["items"]] == [bob_id]
+    # sharing a workspace makes users visible to each other
+    alice_id = (await api.get("/api/v1/users/self", headers=alice)).json()["id"]
+    for uid in (alice_id, bob_id):
+        assert (
+            await api.patch(f"/api/v1/users/{uid}", json={"workspaces": ["team"]}, headers=admin)
+        ).status_code == 200
+    assert (await api.get(f"/api/v1/users/{bob_id}", headers=alice)).status_code == 200
+    assert (await api.get("/api/v1/users?workspaceId=team", headers=alice)).json()["totalCount"] == 2
+    # ...but still not editable by each other
+    resp = await api.patch(f"/api/v1/users/{bob_id}", json={"email": "x@example.com"}, headers=alice)
+    assert resp.status_code == 403
+
+
+async def test_self_service_and_admin_only_patch(
+    api: httpx.AsyncClient, admin: dict[str, str], alice: dict[str, str]
+) -> None:
+    alice_id = (await api.get("/api/v1/users/self", headers=alice)).json()["id"]
+    resp = await api.patch(
+        f"/api/v1/users/{alice_id}",
+        json={"email": "a@example.com", "avatarUrl": "https://example.com/a.png"},
+        headers=alice,
+    )
+    assert resp.status_code == 200
+    me = (await api.get("/api/v1/users/self", headers=alice)).json()
+    assert me["email"] == "a@example.com" and me["avatarUrl"] == "https://example.com/a.png"
+    for body in ({"roles": ["system-admin"]}, {"workspaces": ["w"]}, {"restrictedType": 1}):
+        resp = await api.patch(f"/api/v1/users/{alice_id}", json=body, headers=alice)
+        assert resp.status_code == 403, body
+    # a password change revokes existing tokens
+    resp = await api.patch(f"/api/v1/users/{alice_id}", json={"password": "new-password-1"}, headers=alice)
+    assert resp.status_code == 200
+    assert (await api.get("/api/v1/users/self", headers=alice)).status_code == 401
+    await login(api, "alice", "new-password-1")
+    # admin grants admin
+    resp = await api.patch(f"/api/v1/users/{alice_id}", json={"roles": ["system-admin"]}, headers=admin)
+    assert resp.status_code == 200
+    again = await login(api, "alice", "new-password-1")
+    assert (await api.get("/api/v1/users/self", headers=again)).json()["roles"] == ["system-admin"]
+
+
+async def test_frozen_user_refused_everywhere(
+    api: httpx.AsyncClient, admin: dict[str, str], alice: dict[str, str]
+) -> None:
+    alice_id = (await api.get("/api/v1/users/self", headers=alice)).json()["id"]
+    resp = await api.patch(f"/api/v1/users/{alice_id}", json={"restrictedType": 1}, headers=admin)
+    assert resp.status_code == 200
+    resp = await api.get("/api/v1/users/self", headers=alice)
+    assert resp.status_code in (401, 403)
+    resp = await api.post("/api/v1/login", json={"name": "alice", "password": "password-123"})
+    assert resp.status_code == 403 and "restricted" in resp.json()["errorMessage"]
+
+
+async def test_last_admin_is_protected(api: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    resp = await api.patch("/api/v1/users/user-root", json={"roles": ["default"]}, headers=admin)
+    assert resp.status_code == 409
+    resp = await api.delete("/api/v1/users/user-root", headers=admin)
+    assert resp.status_code == 409
+
+
+async def test_delete_runs_cleanup_workflow(
+    api: httpx.AsyncClient, platform: Platform, admin: dict[str, str], alice: dict[str, str]
+) -> None:
+    alice_id = (await api.get("/api/v1/users/self", headers=alice)).json()["id"]
+    resp = await api.delete(f"/api/v1/users/{alice_id}", headers=alice)
+    assert resp.status_code == 403
+    resp = await api.delete(f"/api/v1/users/{alice_id}", headers=admin)
+    assert resp.status_code == 200
+    # tokens stop working at once, the record disappears
+    assert (await api.get("/api/v1/users/self", headers=alice)).status_code == 401
+    assert (await api.get(f"/api/v1/users/{alice_id}", headers=admin)).status_code == 404
+    handle = platform.state.temporal.get_workflow_handle(f"user-cleanup/{alice_id}")
+    result = await asyncio.wait_for(handle.result(), timeout=30)
+    assert result["user_deleted"] is True if isinstance(result, dict) else result.user_deleted
+    # a repeated delete of a gone user is a 404; the name is free again
+    assert (await api.delete(f"/api/v1/users/{alice_id}", headers=admin)).status_code == 404
+    await register(api, "alice")
+    assert ADMIN_PASSWORD
