@@ -64,7 +64,7 @@ async def ensure_schedules(client: Client, settings: Settings) -> None:
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
     )
     try:
-        await client.create_schedule(TOKEN_PURGE_SCHEDULE, schedule)
+        await client.create_schedule(TOKEN_PURGE_SCHEDULE, schedule, trigger_immediately=True)
     except ScheduleAlreadyRunningError:
 
         def _update(_: ScheduleUpdateInput) -> ScheduleUpdate:
