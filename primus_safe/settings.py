@@ -63,6 +63,28 @@ class Settings(BaseSettings):
 
     cookie_secure: bool = False
 
+    node_probe_interval_seconds: int = 300
+    """How often the `system/node-probe` schedule checks every node's SSH reachability."""
+    node_probe_concurrency: int = 50
+    ssh_connect_timeout_seconds: float = 10.0
+    """Dial, banner and authentication timeout (upstream: 10 s)."""
+    ssh_command_timeout_seconds: int = 900
+    """Upper bound for one remote command (an addon script)."""
+    ssh_unreachable_attempts: int = 3
+    ssh_retry_interval_seconds: float = 2.0
+    ssh_max_parallel: int = 128
+    """Threads for blocking SSH calls: how many nodes one worker talks to at once."""
+    node_heartbeat_timeout_seconds: int = 30
+    node_commands: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "set_hostname": ["sudo", "-n", "hostnamectl", "set-hostname", "{hostname}"],
+            "reboot": ["sudo", "-n", "reboot"],
+        }
+    )
+    """Commands that change the machine itself (PRIMUS_NODE_COMMANDS, JSON): name -> argv template."""
+    node_addon_dir: Path | None = None
+    """Directory of addon scripts `<name>.sh`; default: the shipped `domain/addons`."""
+
     @property
     def sqlalchemy_url(self) -> str:
         """The async SQLAlchemy URL, with the driver filled in."""
