@@ -1,0 +1,1 @@
+"""Plain clients for the outside world (SSH, hosts, registries); no Temporal code."""
