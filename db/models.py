@@ -4,8 +4,20 @@ from db.base import Base
 from db.image_registries import ImageRegistry
 from db.node_flavors import NodeFlavor
 from db.node_templates import NodeTemplate
+from db.nodes import Node, NodeLog
 from db.public_keys import PublicKey
 from db.secrets import Secret
 from db.users import User, UserToken
 
-__all__ = ["Base", "ImageRegistry", "NodeFlavor", "NodeTemplate", "PublicKey", "Secret", "User", "UserToken"]
+__all__ = [
+    "Base",
+    "ImageRegistry",
+    "Node",
+    "NodeFlavor",
+    "NodeLog",
+    "NodeTemplate",
+    "PublicKey",
+    "Secret",
+    "User",
+    "UserToken",
+]

@@ -1,0 +1,147 @@
+"""Nodes, their onboarding records (facts, host key, addon progress) and their log lines."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from db.base import Base, UTCDateTime
+
+
+class Node(Base):
+    """A machine reached over SSH. Spec fields are written by the API, status fields by activities."""
+
+    __tablename__ = "nodes"
+
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(253), default="")
+    """The host name to set on the machine; "" when none was given."""
+    node_name: Mapped[str] = mapped_column(String(253))
+    private_ip: Mapped[str] = mapped_column(String(45), unique=True)
+    public_ip: Mapped[str] = mapped_column(String(45), default="")
+    port: Mapped[int] = mapped_column(Integer, default=22)
+    labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    taints: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    """Stored with the `primus-safe.` key prefix."""
+    flavor_id: Mapped[str] = mapped_column(String(63), index=True)
+    template_id: Mapped[str] = mapped_column(String(63), index=True)
+    ssh_secret_id: Mapped[str] = mapped_column(String(63), index=True)
+    cluster_id: Mapped[str] = mapped_column(String(63), default="", index=True)
+    workspace_id: Mapped[str] = mapped_column(String(63), default="", index=True)
+    is_control_plane: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    phase: Mapped[str] = mapped_column(String(32), default="")
+    step: Mapped[str] = mapped_column(String(32), default="")
+    """The onboarding step in progress; "" when the node workflow is idle."""
+    message: Mapped[str] = mapped_column(String(1024), default="")
+    """Why the phase is a failure phase."""
+    phase_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+    last_probe_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+    host_key_fingerprint: Mapped[str] = mapped_column(String(128), default="")
+    facts: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
+    facts_problem: Mapped[str] = mapped_column(String(1024), default="")
+    boot_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+    addons_template_id: Mapped[str] = mapped_column(String(63), default="")
+    """The template the addon progress below refers to."""
+    addons_done: Mapped[list[str]] = mapped_column(JSON, default=list)
+    addons_installed: Mapped[bool] = mapped_column(Boolean, default=False)
+    onboarded: Mapped[bool] = mapped_column(Boolean, default=False)
+    """True once a full onboarding pass has finished (the probe may then toggle Ready/SSHFailed)."""
+
+    created_by: Mapped[str] = mapped_column(String(80), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    deleting_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+
+    @property
+    def is_addons_installed(self) -> bool:
+        """All addons of the node's current template are installed."""
+        return self.addons_installed and self.addons_template_id == self.template_id
+
+
+class NodeLog(Base):
+    """One line printed by a node's operations (onboarding steps, addon output, probe verdicts)."""
+
+    __tablename__ = "node_logs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    level: Mapped[str] = mapped_column(String(8), default="INFO")
+    line: Mapped[str] = mapped_column(Text)
+
+
+async def get_node(session: AsyncSession, *, node_id: str, include_deleting: bool = False) -> Node | None:
+    """The node with `node_id`; nodes being deleted only when asked for."""
+    node = await session.get(Node, node_id)
+    if node is None or (node.deleting_at is not None and not include_deleting):
+        return None
+    return node
+
+
+async def get_node_by_ip(session: AsyncSession, *, private_ip: str) -> Node | None:
+    """The node (in any state) with that private IP."""
+    return (await session.execute(select(Node).where(Node.private_ip == private_ip))).scalar_one_or_none()
+
+
+async def list_nodes(
+    session: AsyncSession,
+    *,
+    cluster_id: str | None = None,
+    workspace_id: str | None = None,
+    flavor_id: str | None = None,
+    workspaces: Sequence[str] | None = None,
+) -> list[Node]:
+    """Live nodes matching the column filters ("" = unbound), sorted by id.
+
+    `workspaces` limits the result to nodes bound to one of them (non-admin visibility).
+    """
+    query = select(Node).where(Node.deleting_at.is_(None)).order_by(Node.id)
+    if cluster_id is not None:
+        query = query.where(Node.cluster_id == cluster_id)
+    if workspace_id is not None:
+        query = query.where(Node.workspace_id == workspace_id)
+    if flavor_id:
+        query = query.where(Node.flavor_id == flavor_id)
+    if workspaces is not None:
+        query = query.where(Node.workspace_id.in_([w for w in workspaces if w]))
+    return list((await session.execute(query)).scalars())
+
+
+async def node_ids_using(session: AsyncSession, column: str, value: str) -> list[str]:
+    """Ids of the nodes whose `column` (flavor_id, template_id, ssh_secret_id) equals `value`."""
+    attribute = getattr(Node, column)
+    rows = await session.execute(select(Node.id).where(attribute == value).order_by(Node.id))
+    return list(rows.scalars())
+
+
+def add_log(
+    session: AsyncSession, *, node_id: str, lines: Sequence[str], at: datetime, level: str = "INFO"
+) -> None:
+    """Queue log lines for insertion (the caller commits)."""
+    session.add_all(
+        [NodeLog(node_id=node_id, created_at=at, level=level, line=line[:8192]) for line in lines]
+    )
+
+
+async def tail_logs(
+    session: AsyncSession, *, node_id: str, tail: int, since: datetime | None = None
+) -> list[NodeLog]:
+    """The last `tail` log lines (oldest first), only those at or after `since` when given."""
+    query = select(NodeLog).where(NodeLog.node_id == node_id)
+    if since is not None:
+        query = query.where(NodeLog.created_at >= since)
+    rows = await session.execute(query.order_by(NodeLog.id.desc()).limit(tail))
+    return list(reversed(list(rows.scalars())))
+
+
+async def delete_node(session: AsyncSession, *, node_id: str) -> bool:
+    """Remove a node and its log lines; returns whether a node row went."""
+    await session.execute(delete(NodeLog).where(NodeLog.node_id == node_id))
+    result = await session.execute(delete(Node).where(Node.id == node_id))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
