@@ -1,0 +1,195 @@
+"""Images: references, media types, statuses, import states and source-address rules (pure logic)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+# Manifest media types (Docker v2 and OCI).
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+SINGLE_MANIFESTS = (DOCKER_MANIFEST, OCI_MANIFEST)
+INDEX_MANIFESTS = (DOCKER_MANIFEST_LIST, OCI_INDEX)
+MANIFEST_ACCEPT = ", ".join((OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
+
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_API_HOST = "registry-1.docker.io"
+DEFAULT_TAG = "latest"
+TARGET_NAMESPACE = "sync"
+"""Imported images land under `<internal registry>/sync/<source repository>` (as upstream)."""
+
+# Import answers of POST /images:import.
+IMPORT_FAILED = 0
+IMPORT_STARTED = 1
+IMPORT_EXISTS = 2
+
+ImageStatus = Literal["Importing", "Ready", "Failed"]
+STATUS_IMPORTING: ImageStatus = "Importing"
+STATUS_READY: ImageStatus = "Ready"
+STATUS_FAILED: ImageStatus = "Failed"
+
+LayerStatus = Literal["pending", "downloading", "completed", "skipped", "mounted", "failed"]
+LAYER_DONE: tuple[str, ...] = ("completed", "skipped", "mounted")
+
+INCLUDE_TYPE_IMPORT = "import"
+
+_REPO_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+_HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)(:[0-9]{1,5})?$")
+
+METADATA_HOSTS = frozenset(
+    {"metadata", "metadata.google.internal", "metadata.goog", "instance-data", "instance-data.ec2.internal"}
+)
+_METADATA_IPS = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
+_EXTRA_METADATA = (ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200"))
+
+
+class BadReference(ValueError):
+    """An image reference that cannot be parsed; the message says why."""
+
+
+@dataclass(frozen=True)
+class ImageReference:
+    """`host/repository:tag` or `host/repository@digest`; `host` is as written (may carry a port)."""
+
+    host: str
+    repository: str
+    tag: str = DEFAULT_TAG
+    digest: str = ""
+
+    @property
+    def reference(self) -> str:
+        """What to ask the registry's manifests endpoint for: the digest if pinned, else the tag."""
+        return self.digest or self.tag
+
+    @property
+    def api_host(self) -> str:
+        """The host serving the registry API (Docker Hub's API lives elsewhere)."""
+        return DOCKER_HUB_API_HOST if self.host == DOCKER_HUB else self.host
+
+    def __str__(self) -> str:
+        return f"{self.host}/{self.repository}" + (f"@{self.digest}" if self.digest else f":{self.tag}")
+
+
+def _looks_like_host(component: str) -> bool:
+    return "." in component or ":" in component or component == "localhost" or component.startswith("[")
+
+
+def split_reference(text: str) -> tuple[str | None, str, str, str]:
+    """(host or None, repository, tag, digest) of `text`, without applying defaults for the host."""
+    raw = text.strip()
+    if not raw or any(c.isspace() for c in raw):
+        raise BadReference("image reference must be non-empty and contain no spaces")
+    if "://" in raw:
+        raise BadReference("image reference must not carry a scheme (write host/repository:tag)")
+    digest = ""
+    if "@" in raw:
+        raw, digest = raw.split("@", 1)
+        if not _DIGEST.match(digest):
+            raise BadReference(f"digest {digest!r} is not sha256:<64 hex>")
+    host: str | None = None
+    first, sep, rest = raw.partition("/")
+    if sep and _looks_like_host(first):
+        host, raw = first, rest
+        if not _HOST.match(host):
+            raise BadReference(f"registry host {host!r} is invalid")
+    tag = ""
+    slash = raw.rfind("/")
+    colon = raw.rfind(":")
+    if colon > slash:
+        raw, tag = raw[:colon], raw[colon + 1 :]
+        if not _TAG.match(tag):
+            raise BadReference(f"tag {tag!r} is invalid")
+    if not raw:
+        raise BadReference("repository is empty")
+    for part in raw.split("/"):
+        if not _REPO_COMPONENT.match(part):
+            raise BadReference(f"repository {raw!r} is invalid (lower-case letters, digits, '.', '_', '-')")
+    if len(raw) > 255:
+        raise BadReference("repository is longer than 255 characters")
+    return host, raw, tag or ("" if digest else DEFAULT_TAG), digest
+
+
+def parse_reference(text: str, default_host: str | None = None) -> ImageReference:
+    """Parse `text`; a reference without a host gets `default_host` (Docker Hub when None)."""
+    host, repository, tag, digest = split_reference(text)
+    host = (host or default_host or DOCKER_HUB).lower()
+    if host in (DOCKER_HUB, "index.docker.io", DOCKER_HUB_API_HOST):
+        host = DOCKER_HUB
+        if "/" not in repository:
+            repository = f"library/{repository}"
+    return ImageReference(host=host, repository=repository, tag=tag, digest=digest)
+
+
+def has_host(text: str) -> bool:
+    """Whether the reference names its registry host explicitly."""
+    return split_reference(text)[0] is not None
+
+
+def registry_location(url: str) -> tuple[str, str | None]:
+    """(host[:port], scheme or None) of a registry URL written with or without a scheme."""
+    value = url.strip()
+    scheme: str | None = None
+    for candidate in ("https", "http"):
+        if value.lower().startswith(candidate + "://"):
+            scheme, value = candidate, value[len(candidate) + 3 :]
+            break
+    host = value.split("/", 1)[0].lower()
+    if not host or not _HOST.match(host):
+        raise BadReference(f"registry URL {url!r} has no valid host")
+    return host, scheme
+
+
+def target_reference(registry_host: str, source: ImageReference) -> ImageReference:
+    """Where an import of `source` lands in the internal registry."""
+    return ImageReference(
+        host=registry_host,
+        repository=f"{TARGET_NAMESPACE}/{source.repository}",
+        tag=source.tag or source.digest.replace(":", "-")[:128],
+    )
+
+
+def host_name(host: str) -> str:
+    """The host part of `host[:port]` (brackets of IPv6 literals removed)."""
+    if host.startswith("["):
+        return host[1 : host.index("]")]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def address_refusal(address: str, *, allow_loopback: bool) -> str | None:
+    """Why an import may not reach `address` (an IP literal), or None when it may."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if any(ip in net for net in _METADATA_IPS) or ip in _EXTRA_METADATA:
+        return f"address {address} is link-local or a cloud metadata address"
+    if ip.is_unspecified or ip.is_multicast:
+        return f"address {address} is not a unicast address"
+    if ip.is_loopback and not allow_loopback:
+        return f"address {address} is a loopback address"
+    return None
+
+
+def hostname_refusal(host: str) -> str | None:
+    """Why a host name is refused before resolution (metadata aliases), or None."""
+    name = host_name(host).lower().rstrip(".")
+    if name in METADATA_HOSTS:
+        return f"host {name} is a cloud metadata address"
+    return None
+
+
+def percent(done: int, total: int) -> int:
+    """Whole-number progress in 0..100."""
+    if total <= 0:
+        return 100 if done > 0 else 0
+    return max(0, min(100, done * 100 // total))
+
+
+def platform_key(os_name: str, arch: str, variant: str = "") -> str:
+    """`linux/amd64` or `linux/arm64/v8`."""
+    return "/".join(p for p in (os_name, arch, variant) if p)

@@ -1,0 +1,453 @@
+"""An OCI Distribution (Docker Registry v2) client on httpx.
+
+Covers ping, manifests (Docker v2 and OCI, images and indexes), blob HEAD/GET, cross-repository
+mount, monolithic and chunked uploads (resumable), deletes, catalogue and tags with paging.
+Authentication answers the registry's `WWW-Authenticate` challenge: Basic, or Bearer tokens from
+the realm it names. TLS is verified unless the registry is configured as insecure, in which case
+plain HTTP is used. An optional address guard refuses requests (redirects included) to hosts
+that resolve to forbidden addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import re
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from urllib.parse import urljoin
+
+import httpx
+
+from domain.images import MANIFEST_ACCEPT, address_refusal, host_name, hostname_refusal
+
+AddressGuard = Callable[[str], Awaitable[None]]
+
+
+class RegistryError(Exception):
+    """A registry answered with an error; `status` is the HTTP status, `code` the OCI error code."""
+
+    def __init__(self, message: str, *, status: int = 0, code: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class RegistryAuthError(RegistryError):
+    """The registry refused the credentials (401/403 after answering its challenge)."""
+
+
+class RegistryNotFound(RegistryError):
+    """The repository, manifest, blob or upload does not exist."""
+
+
+class AddressRefused(RegistryError):
+    """The registry (or a redirect or token realm) points at a forbidden address."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A manifest or index exactly as stored: its bytes, media type and digest."""
+
+    media_type: str
+    digest: str
+    body: bytes
+
+
+@dataclass
+class _AuthState:
+    basic: str | None = None
+    tokens: dict[str, str] = field(default_factory=dict)
+
+
+def sha256_digest(data: bytes) -> str:
+    """`sha256:<hex>` of `data`."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """(scheme lower-cased, parameters) of a `WWW-Authenticate` header."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {k.lower(): v for k, v in re.findall(r'(\w+)="([^"]*)"', rest)}
+    return scheme.lower(), params
+
+
+def address_guard(*, allow_loopback: bool) -> AddressGuard:
+    """A guard resolving each host and refusing link-local, metadata (and loopback unless allowed)."""
+    checked: set[str] = set()
+
+    async def guard(host: str) -> None:
+        if host in checked:
+            return
+        why = hostname_refusal(host)
+        if why:
+            raise AddressRefused(why)
+        name = host_name(host)
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(name, None, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise RegistryError(f"cannot resolve registry host {name}: {exc}") from exc
+        for info in infos:
+            why = address_refusal(str(info[4][0]), allow_loopback=allow_loopback)
+            if why:
+                raise AddressRefused(f"registry host {name} refused: {why}")
+        checked.add(host)
+
+    return guard
+
+
+class RegistryClient:
+    """One registry. Use as an async context manager (or call `aclose`)."""
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        username: str = "",
+        password: str = "",
+        insecure: bool = False,
+        scheme: str | None = None,
+        timeout: float = 60.0,
+        guard: AddressGuard | None = None,
+    ) -> None:
+        self.host = host
+        scheme = scheme or ("http" if insecure else "https")
+        self.base_url = f"{scheme}://{host}"
+        self._username = username
+        self._password = password
+        self._auth = _AuthState()
+        hooks = {"request": [self._check_address]} if guard else {}
+        self._guard = guard
+        self._http = httpx.AsyncClient(
+            verify=not insecure,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
+            follow_redirects=True,
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+            event_hooks=hooks,  # type: ignore[arg-type]
+        )
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def _check_address(self, request: httpx.Request) -> None:
+        assert self._guard is not None
+        await self._guard(request.url.netloc.decode())
+
+    # ---- auth -------------------------------------------------------------------------------
+
+    def _auth_header(self, scope: str) -> dict[str, str]:
+        token = self._auth.tokens.get(scope)
+        if token:
+            return {"Authorization": f"Bearer {token}"}
+        if self._auth.basic:
+            return {"Authorization": self._auth.basic}
+        return {}
+
+    def _basic(self) -> str:
+        raw = f"{self._username}:{self._password}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
+    async def _answer_challenge(self, response: httpx.Response, scope: str) -> bool:
+        """Set up credentials for `scope` from a 401; False when there is nothing new to try."""
+        scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
+        if scheme == "basic":
+            if not self._username or self._auth.basic:
+                return False
+            self._auth.basic = self._basic()
+            return True
+        if scheme != "bearer" or "realm" not in params or scope in self._auth.tokens:
+            return False
+        query: list[tuple[str, str]] = []
+        if params.get("service"):
+            query.append(("service", params["service"]))
+        for item in (params.get("scope") or scope).split(" "):
+            if item:
+                query.append(("scope", item))
+        auth = (self._username, self._password) if self._username else None
+        resp = await self._http.get(params["realm"], params=query, auth=auth)
+        if resp.status_code in (401, 403):
+            raise RegistryAuthError(
+                f"{self.host}: the token service refused the credentials", status=resp.status_code
+            )
+        if resp.status_code != 200:
+            raise RegistryError(
+                f"{self.host}: token service answered {resp.status_code}", status=resp.status_code
+            )
+        body = resp.json()
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            raise RegistryAuthError(f"{self.host}: the token service returned no token")
+        self._auth.tokens[scope] = str(token)
+        return True
+
+    async def _send(
+        self,
+        method: str,
+        url: str | httpx.URL,
+        scope: str,
+        *,
+        stream: bool = False,
+        ok: tuple[int, ...] = (200,),
+        headers: dict[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> httpx.Response:
+        """Send with credentials, answering one challenge; raise typed errors for non-`ok` statuses."""
+        for attempt in range(3):
+            request = self._http.build_request(
+                method, url, headers={**(headers or {}), **self._auth_header(scope)}, content=content
+            )
+            response = await self._http.send(request, stream=stream)
+            if response.status_code != 401:
+                break
+            await response.aclose()
+            if attempt == 2 or not await self._answer_challenge(response, scope):
+                raise RegistryAuthError(
+                    f"{self.host}: authentication failed (check the registry's username and password)",
+                    status=401,
+                    code="UNAUTHORIZED",
+                )
+        if response.status_code in ok:
+            return response
+        if stream:
+            await response.aread()
+        raise self._error(method, response)
+
+    def _error(self, method: str, response: httpx.Response) -> RegistryError:
+        code, detail = "", ""
+        try:
+            errors = response.json().get("errors") or []
+            if errors:
+                code = str(errors[0].get("code", ""))
+                detail = str(errors[0].get("message", ""))
+        except ValueError:
+            detail = response.text[:200]
+        status = response.status_code
+        message = f"{self.host}: {method} {response.request.url.path} -> {status} {code} {detail}".strip()
+        if status == 404:
+            return RegistryNotFound(message, status=status, code=code)
+        if status in (401, 403):
+            return RegistryAuthError(message, status=status, code=code)
+        return RegistryError(message, status=status, code=code)
+
+    def _url(self, path: str) -> str:
+        return f"{self.base_url}/v2/{path}"
+
+    @staticmethod
+    def pull_scope(repository: str) -> str:
+        """The token scope for reading `repository`."""
+        return f"repository:{repository}:pull"
+
+    @staticmethod
+    def push_scope(repository: str) -> str:
+        """The token scope for writing `repository`."""
+        return f"repository:{repository}:pull,push"
+
+    # ---- base -------------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """`GET /v2/`, authenticating if asked; raises when unreachable or refused."""
+        response = await self._send("GET", f"{self.base_url}/v2/", "registry:catalog:*")
+        await response.aclose()
+
+    # ---- manifests --------------------------------------------------------------------------
+
+    async def get_manifest(self, repository: str, reference: str) -> Manifest:
+        """The manifest or index for a tag or digest, with its digest verified when pinned."""
+        response = await self._send(
+            "GET",
+            self._url(f"{repository}/manifests/{reference}"),
+            self.pull_scope(repository),
+            headers={"Accept": MANIFEST_ACCEPT},
+        )
+        body = response.content
+        digest = sha256_digest(body)
+        if reference.startswith("sha256:") and digest != reference:
+            raise RegistryError(f"{self.host}: manifest {reference} has digest {digest}")
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        if not media_type or media_type == "application/json":
+            media_type = str(response.json().get("mediaType", ""))
+        return Manifest(media_type=media_type, digest=digest, body=body)
+
+    async def manifest_digest(self, repository: str, reference: str) -> str | None:
+        """The digest a tag points at (HEAD), or None when it does not exist."""
+        try:
+            response = await self._send(
+                "HEAD",
+                self._url(f"{repository}/manifests/{reference}"),
+                self.pull_scope(repository),
+                headers={"Accept": MANIFEST_ACCEPT},
+            )
+        except RegistryNotFound:
+            return None
+        return response.headers.get("Docker-Content-Digest") or None
+
+    async def put_manifest(self, repository: str, reference: str, manifest: Manifest) -> str:
+        """Store a manifest under a tag or its digest; returns (and checks) the registry's digest."""
+        response = await self._send(
+            "PUT",
+            self._url(f"{repository}/manifests/{reference}"),
+            self.push_scope(repository),
+            ok=(201, 200),
+            headers={"Content-Type": manifest.media_type},
+            content=manifest.body,
+        )
+        digest = response.headers.get("Docker-Content-Digest", manifest.digest)
+        if digest != manifest.digest:
+            raise RegistryError(
+                f"{self.host}: stored manifest has digest {digest}, expected {manifest.digest}"
+            )
+        return digest
+
+    async def delete_manifest(self, repository: str, digest: str) -> bool:
+        """Delete a manifest by digest (every tag on it goes too); False when it was not there."""
+        try:
+            await self._send(
+                "DELETE",
+                self._url(f"{repository}/manifests/{digest}"),
+                self.push_scope(repository).replace("pull,push", "*"),
+                ok=(202, 200),
+            )
+        except RegistryNotFound:
+            return False
+        return True
+
+    # ---- blobs ------------------------------------------------------------------------------
+
+    async def blob_size(self, repository: str, digest: str) -> int | None:
+        """The size of a blob in `repository` (HEAD), or None when it is missing."""
+        try:
+            response = await self._send(
+                "HEAD", self._url(f"{repository}/blobs/{digest}"), self.pull_scope(repository)
+            )
+        except RegistryNotFound:
+            return None
+        return int(response.headers.get("Content-Length", "0"))
+
+    @asynccontextmanager
+    async def open_blob(self, repository: str, digest: str) -> AsyncIterator[httpx.Response]:
+        """A streaming response over the blob's bytes (redirects to storage are followed)."""
+        response = await self._send(
+            "GET", self._url(f"{repository}/blobs/{digest}"), self.pull_scope(repository), stream=True
+        )
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def read_blob(self, repository: str, digest: str) -> bytes:
+        """A whole blob, digest verified (for configs and small blobs)."""
+        async with self.open_blob(repository, digest) as response:
+            data = await response.aread()
+        if sha256_digest(data) != digest:
+            raise RegistryError(f"{self.host}: blob {digest} failed digest verification")
+        return data
+
+    async def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
+        """Cross-repository mount; True when mounted, False when the registry started an upload."""
+        scope = f"{self.push_scope(repository)} {self.pull_scope(from_repository)}"
+        url = httpx.URL(self._url(f"{repository}/blobs/uploads/")).copy_merge_params(
+            {"mount": digest, "from": from_repository}
+        )
+        response = await self._send("POST", url, scope, ok=(201, 202))
+        if response.status_code == 202:
+            await self.cancel_upload(repository, self._location(response))
+            return False
+        return True
+
+    def _location(self, response: httpx.Response) -> str:
+        location = response.headers.get("Location")
+        if not location:
+            raise RegistryError(f"{self.host}: upload response carries no Location")
+        return urljoin(str(response.request.url), location)
+
+    async def start_upload(self, repository: str) -> str:
+        """Open an upload session; returns its absolute location (with the registry's `_state`)."""
+        response = await self._send(
+            "POST", self._url(f"{repository}/blobs/uploads/"), self.push_scope(repository), ok=(202,)
+        )
+        return self._location(response)
+
+    async def upload_offset(self, repository: str, location: str) -> int | None:
+        """Bytes the session at `location` holds, or None when it is gone or unusable."""
+        try:
+            response = await self._send("GET", location, self.push_scope(repository), ok=(204, 200))
+        except RegistryAuthError:
+            raise
+        except RegistryError:
+            return None
+        end = response.headers.get("Range", "0-0").rpartition("-")[2]
+        return int(end) + 1 if end.isdigit() and int(end) > 0 else 0
+
+    async def upload_chunk(self, repository: str, location: str, offset: int, data: bytes) -> str:
+        """PATCH `data` at `offset`; returns the next location (which carries the new `_state`)."""
+        response = await self._send(
+            "PATCH",
+            location,
+            self.push_scope(repository),
+            ok=(202,),
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Range": f"{offset}-{offset + len(data) - 1}",
+            },
+            content=data,
+        )
+        return self._location(response)
+
+    async def finish_upload(self, repository: str, location: str, digest: str, data: bytes = b"") -> None:
+        """PUT the last bytes (if any) and the digest; the registry verifies the digest."""
+        url = httpx.URL(location).copy_merge_params({"digest": digest})
+        await self._send(
+            "PUT",
+            url,
+            self.push_scope(repository),
+            ok=(201, 204),
+            headers={"Content-Type": "application/octet-stream"},
+            content=data,
+        )
+
+    async def cancel_upload(self, repository: str, location: str) -> None:
+        """Abandon an upload session (errors ignored: an expired session is already gone)."""
+        try:
+            await self._send("DELETE", location, self.push_scope(repository), ok=(204, 200, 202))
+        except RegistryError:
+            return
+
+    async def push_blob(self, repository: str, digest: str, data: bytes) -> None:
+        """Monolithic upload of a blob held in memory."""
+        await self.finish_upload(repository, await self.start_upload(repository), digest, data)
+
+    # ---- listings ---------------------------------------------------------------------------
+
+    async def _paged(self, path: str, key: str, scope: str, page_size: int) -> list[str]:
+        items: list[str] = []
+        url: str | None = f"{self._url(path)}?n={page_size}"
+        while url:
+            response = await self._send("GET", url, scope)
+            items.extend(response.json().get(key) or [])
+            link = response.headers.get("Link", "")
+            match = re.search(r"<([^>]+)>", link)
+            url = urljoin(str(response.request.url), match.group(1)) if match else None
+        return items
+
+    async def catalog(self, page_size: int = 100) -> list[str]:
+        """Every repository, following `Link` pages."""
+        return await self._paged("_catalog", "repositories", "registry:catalog:*", page_size)
+
+    async def tags(self, repository: str, page_size: int = 100) -> list[str]:
+        """Every tag of `repository`, following `Link` pages; [] when the repository is unknown."""
+        try:
+            return await self._paged(
+                f"{repository}/tags/list", "tags", self.pull_scope(repository), page_size
+            )
+        except RegistryNotFound:
+            return []
