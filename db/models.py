@@ -2,6 +2,7 @@
 
 from db.base import Base
 from db.image_registries import ImageRegistry
+from db.images import Image, ImageImportJob, ImageLayer
 from db.node_flavors import NodeFlavor
 from db.node_templates import NodeTemplate
 from db.nodes import Node, NodeLog
@@ -11,6 +12,9 @@ from db.users import User, UserToken
 
 __all__ = [
     "Base",
+    "Image",
+    "ImageImportJob",
+    "ImageLayer",
     "ImageRegistry",
     "Node",
     "NodeFlavor",
