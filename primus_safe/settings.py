@@ -63,6 +63,25 @@ class Settings(BaseSettings):
 
     cookie_secure: bool = False
 
+    images_internal_registry: str | None = None
+    """`host:port` of the registry images are imported into; `up` starts one when unset."""
+    images_internal_username: str = ""
+    images_internal_password: str = ""
+    images_internal_insecure: bool = False
+    """Plain HTTP (no TLS) to the internal registry."""
+    images_allow_loopback_sources: bool = False
+    """Allow import sources on loopback addresses (tests and `up`); link-local is always refused."""
+    images_parallel_layers: int = 4
+    """How many blobs one import copies at once."""
+    images_chunk_bytes: int = 16 * 1024 * 1024
+    """Bytes per upload request (PATCH) when copying a blob; the unit of resumption."""
+    images_request_timeout_seconds: float = 60.0
+    images_blob_timeout_seconds: int = 3600
+    """Upper bound for copying one blob."""
+    images_heartbeat_timeout_seconds: int = 30
+    images_progress_interval_seconds: float = 1.0
+    """How often a blob copy records its progress."""
+
     node_probe_interval_seconds: int = 300
     """How often the `system/node-probe` schedule checks every node's SSH reachability."""
     node_probe_concurrency: int = 50
