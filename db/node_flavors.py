@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, String
+from sqlalchemy import JSON, String, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db.base import Base, UTCDateTime
@@ -21,3 +22,23 @@ class NodeFlavor(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+async def get_flavor(session: AsyncSession, *, flavor_id: str) -> NodeFlavor | None:
+    """The flavor with `flavor_id`, or None."""
+    return await session.get(NodeFlavor, flavor_id)
+
+
+async def list_flavors(session: AsyncSession, *, limit: int, offset: int) -> tuple[int, list[NodeFlavor]]:
+    """The total count and one page of flavors, sorted by id."""
+    total = (await session.execute(select(func.count()).select_from(NodeFlavor))).scalar_one()
+    rows = await session.execute(select(NodeFlavor).order_by(NodeFlavor.id).limit(limit).offset(offset))
+    return int(total), list(rows.scalars())
+
+
+async def flavor_users(session: AsyncSession, *, flavor_id: str) -> list[str]:
+    """Ids of the nodes using the flavor; a flavor in use cannot be deleted.
+
+    Empty until the nodes work fills it in (nodes reference flavors by id).
+    """
+    return []

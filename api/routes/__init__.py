@@ -5,6 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.routes.aliases import custom_router
+from api.routes.image_registries import router as image_registries_router
+from api.routes.node_flavors import router as node_flavors_router
+from api.routes.node_templates import router as node_templates_router
 from api.routes.public_keys import router as public_keys_router
 from api.routes.secrets import router as secrets_router
 from api.routes.users import router as users_router
@@ -13,6 +16,9 @@ ROUTERS: list[APIRouter] = [
     users_router,
     secrets_router,
     public_keys_router,
+    node_flavors_router,
+    node_templates_router,
+    image_registries_router,
 ]
 
 __all__ = ["ROUTERS", "custom_router"]
