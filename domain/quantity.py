@@ -28,6 +28,8 @@ _QUANTITY = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[KMGTPE]i|[eE][+-]?\d+|
 _BINARY_SUFFIXES = ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki")
 _DECIMAL_SUFFIXES = ("E", "P", "T", "G", "M", "k")
 _MAX_QUANTITY_LEN = 64
+MAX_VALUE = 2**63 - 1
+"""Kubernetes keeps quantity values within int64."""
 
 # A resource name: optional DNS-subdomain prefix and '/', then a qualified name (Kubernetes rules).
 _NAME_PART = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
@@ -39,7 +41,13 @@ def parse(text: str) -> Decimal:
     """The exact value of a quantity string; ValueError when it is not one."""
     if not isinstance(text, str) or len(text) > _MAX_QUANTITY_LEN or not _QUANTITY.match(text):
         raise ValueError(f"{text!r} is not a valid Kubernetes quantity (e.g. 256, 500m, 1024Gi)")
-    value: Decimal = parse_quantity(text)  # type: ignore[no-untyped-call]
+    try:
+        value: Decimal = parse_quantity(text)  # type: ignore[no-untyped-call]
+        too_large = abs(value) > MAX_VALUE
+    except ArithmeticError:  # decimal.Overflow and friends for absurd exponents
+        too_large = True
+    if too_large:
+        raise ValueError(f"{text!r} is too large (at most {MAX_VALUE})")
     return value
 
 

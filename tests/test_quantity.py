@@ -44,6 +44,14 @@ def test_parse_rejects(text: str) -> None:
     assert not q.is_quantity(text)
 
 
+def test_huge_values_rejected() -> None:
+    for text in ("1e99999999999", "8Ei", "99999999999999999999"):
+        with pytest.raises(ValueError, match="too large"):
+            q.parse(text)
+    assert q.parse("9223372036854775807") == q.MAX_VALUE
+    assert q.parse("7Ei") == 7 * 1024**6
+
+
 def test_formatting() -> None:
     assert q.format_binary(899795648512) == "838Gi"
     assert q.format_binary(1024**2 * 3) == "3Mi"
