@@ -56,7 +56,7 @@ def load_kubeconfig(kubeconfig: str | Mapping[str, Any]) -> dict[str, Any]:
 def _api_error(exc: ApiException, what: str) -> DriverError:
     detail = ""
     with contextlib.suppress(ValueError, TypeError, AttributeError):
-        detail = json.loads(exc.body).get("message", "")
+        detail = json.loads(exc.body or "{}").get("message", "")
     return DriverError(f"{what}: {exc.status} {exc.reason or ''} {detail}".strip(), status=exc.status)
 
 
@@ -186,7 +186,7 @@ class KubernetesDriver(ExecutionDriver):
         self, kubeconfig: str | Mapping[str, Any], *, context: str | None = None, request_timeout: float = 30
     ) -> None:
         try:
-            self._client = k8s_config.new_client_from_config_dict(
+            self._client = k8s_config.new_client_from_config_dict(  # type: ignore[no-untyped-call]
                 load_kubeconfig(kubeconfig), context=context, persist_config=False
             )
         except (k8s_config.ConfigException, KeyError, TypeError, ValueError) as exc:
@@ -353,7 +353,7 @@ class KubernetesDriver(ExecutionDriver):
         if since_seconds is not None:
             kwargs["since_seconds"] = since_seconds
         try:
-            resp = self.core.read_namespaced_pod_log(
+            resp: Any = self.core.read_namespaced_pod_log(
                 pod, namespace, _preload_content=False, _request_timeout=self._timeout, **kwargs
             )
         except ApiException as exc:
