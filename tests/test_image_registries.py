@@ -108,6 +108,7 @@ async def test_validation(api: httpx.AsyncClient, admin: dict[str, str]) -> None
         "url ": {"url": "https://example.com/?q=1"},
         "url  ": {"url": ""},
         "default": {"default": "yes"},
+        "username": {"username": "a\u0000b"},
         "unknown field": {"token": "x"},
     }
     for expected, changes in cases.items():
@@ -124,6 +125,7 @@ async def test_delete(api: httpx.AsyncClient, admin: dict[str, str]) -> None:
     assert (await api.delete(f"{BASE}/{registry_id}", headers=admin)).status_code == 200
     assert (await api.delete(f"{BASE}/{registry_id}", headers=admin)).status_code == 404
     assert (await api.delete(f"{BASE}/not-a-number", headers=admin)).status_code == 400
+    assert (await api.delete(f"{BASE}/{2**70}", headers=admin)).status_code == 400
     assert (await api.get(BASE, headers=admin)).json() == []
 
 

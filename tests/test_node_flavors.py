@@ -78,6 +78,7 @@ async def test_zero_gpu_is_dropped_on_create(api: httpx.AsyncClient, admin: dict
 async def test_validation(api: httpx.AsyncClient, admin: dict[str, str]) -> None:
     cases = {
         "cpu.quantity": flavor(cpu={"quantity": "0"}),
+        "cpu.product": flavor(cpu={"product": "a\u0000b", "quantity": "1"}),
         "memory": flavor(memory="lots"),
         "gpu.resourceName": flavor(gpu={"resourceName": "intel.com/gpu", "quantity": "8"}),
         "gpu.quantity": flavor(gpu={"resourceName": "amd.com/gpu", "quantity": "-1"}),

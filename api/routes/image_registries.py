@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from sqlalchemy.exc import IntegrityError
 
 from api.deps import Admin, CurrentUser, Session, State
@@ -16,6 +16,8 @@ from domain.errors import Conflict, NotFound
 from domain.timefmt import unix_seconds, utcnow
 
 router = APIRouter(tags=["image registries"], responses=ERROR_RESPONSES)
+
+RegistryId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Registry id")]
 
 
 def registry_view(registry: ImageRegistry) -> RegistryView:
@@ -79,7 +81,7 @@ async def create_image_registry(
 async def list_image_registries(
     _: CurrentUser,
     session: Session,
-    page_num: Annotated[int, Query(alias="pageNum", ge=1, description="Page, from 1")] = 1,
+    page_num: Annotated[int, Query(alias="pageNum", ge=1, le=1_000_000, description="Page, from 1")] = 1,
     page_size: Annotated[int, Query(alias="pageSize", ge=1, le=1000, description="Page size")] = 10,
 ) -> list[RegistryView]:
     """A bare array, newest first."""
@@ -98,7 +100,7 @@ async def _registry(session: Session, registry_id: int) -> ImageRegistry:
     "/image-registries/{id}", response_model=RegistryView, summary="Replace an image registry (admin)"
 )
 async def update_image_registry(
-    id: int, body: RegistryRequest, _: Admin, session: Session, state: State
+    id: RegistryId, body: RegistryRequest, _: Admin, session: Session, state: State
 ) -> RegistryView:
     """Every field is replaced, except that an omitted password keeps the stored one."""
     registry = await _registry(session, id)
@@ -116,7 +118,7 @@ async def update_image_registry(
 
 
 @router.delete("/image-registries/{id}", response_model=None, summary="Delete an image registry (admin)")
-async def delete_image_registry(id: int, _: Admin, session: Session) -> None:
+async def delete_image_registry(id: RegistryId, _: Admin, session: Session) -> None:
     """Images already imported from it are kept."""
     await session.delete(await _registry(session, id))
     await session.commit()

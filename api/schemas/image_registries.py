@@ -18,6 +18,12 @@ def _registry_name(value: str) -> str:
     return value
 
 
+def _printable(value: str) -> str:
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
 RegistryName = Annotated[str, StringConstraints(max_length=63), AfterValidator(_registry_name)]
 RegistryUrl = Annotated[Url, AfterValidator(normalize_registry_url)]
 
@@ -27,7 +33,9 @@ class RegistryRequest(RequestModel):
 
     name: RegistryName = Field(examples=["docker-hub"])
     url: RegistryUrl = Field(examples=["https://registry-1.docker.io"])
-    username: Annotated[str, StringConstraints(max_length=255)] = Field(default="", examples=["myuser"])
+    username: Annotated[str, StringConstraints(max_length=255), AfterValidator(_printable)] = Field(
+        default="", examples=["myuser"]
+    )
     password: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
         default=None, examples=["mypassword"]
     )

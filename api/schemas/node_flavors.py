@@ -30,6 +30,13 @@ def _flavor_name(value: str) -> str:
     return value
 
 
+def _product(value: str) -> str:
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Product = Annotated[ShortText, AfterValidator(_product)]
 Quantity = Annotated[str, StringConstraints(max_length=64), AfterValidator(_quantity)]
 ResourceName = Annotated[str, StringConstraints(max_length=253), AfterValidator(_resource_name)]
 FlavorName = Annotated[str, StringConstraints(max_length=253), AfterValidator(_flavor_name)]
@@ -39,14 +46,14 @@ ExtendedResources = Annotated[dict[ResourceName, Quantity], Field(max_length=64)
 class CpuRequest(RequestModel):
     """CPU model (optional) and cores."""
 
-    product: ShortText = ""
+    product: Product = ""
     quantity: Quantity = Field(examples=["256"])
 
 
 class GpuRequest(RequestModel):
     """GPU model (optional), resource name and cards."""
 
-    product: ShortText = ""
+    product: Product = ""
     resource_name: Annotated[str, StringConstraints(max_length=253)] = Field(examples=["amd.com/gpu"])
     quantity: Quantity = Field(examples=["8"])
 
