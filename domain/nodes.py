@@ -310,3 +310,51 @@ def availability(
         shown = [f"{t['key']}={t.get('value', '')}" for t in taints]
         return False, f"node has taints: {json.dumps(shown)}"
     return True, ""
+
+
+# --- workflow and activity messages --------------------------------------------------------------
+
+
+class NodeTimings(BaseModel):
+    """Durations and retry bounds for a node's activities (seconds; from settings)."""
+
+    connect_timeout: float = 10.0
+    command_timeout: int = 900
+    heartbeat_timeout: int = 30
+    unreachable_attempts: int = 3
+    retry_interval: float = 2.0
+
+
+class FinishInput(BaseModel):
+    """The outcome of an onboarding pass, written by the `node.finish` activity."""
+
+    node_id: str
+    phase: str
+    message: str = ""
+
+
+class ProbeInput(BaseModel):
+    """One probe pass over every node."""
+
+    ssh_queue: str
+    concurrency: int = 50
+    timings: NodeTimings = Field(default_factory=NodeTimings)
+
+
+class ProbeOutcome(BaseModel):
+    """What one node's probe saw and did."""
+
+    node_id: str
+    reachable: bool
+    phase: str
+    changed: bool = False
+    restart_onboarding: bool = False
+    """The node never finished onboarding and is reachable now: the node workflow should retry."""
+
+
+class ProbeSummary(BaseModel):
+    """Totals of one probe pass."""
+
+    probed: int = 0
+    reachable: int = 0
+    changed: list[str] = Field(default_factory=list)

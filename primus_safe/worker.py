@@ -21,21 +21,28 @@ from temporalio.client import (
 )
 from temporalio.worker import Worker
 
+from activities.node import NodeActivities
 from activities.users import UserActivities
+from db.encryption import SecretBox
 from db.session import SessionFactory
+from domain.nodes import ProbeInput
 from primus_safe.settings import Settings
+from workflows.node import NodeWorkflow, node_timings
+from workflows.node_probe import SCHEDULE_ID as NODE_PROBE_SCHEDULE
+from workflows.node_probe import NodeProbeWorkflow
 from workflows.token_purge import SCHEDULE_ID as TOKEN_PURGE_SCHEDULE
 from workflows.token_purge import TokenPurgeWorkflow
 from workflows.user_cleanup import UserCleanupWorkflow
 
 log = logging.getLogger(__name__)
 
-CONTROL_WORKFLOWS: list[type] = [UserCleanupWorkflow, TokenPurgeWorkflow]
+CONTROL_WORKFLOWS: list[type] = [UserCleanupWorkflow, TokenPurgeWorkflow, NodeWorkflow, NodeProbeWorkflow]
 
 
 def build_workers(client: Client, settings: Settings, sessions: SessionFactory) -> Sequence[Worker]:
     """One worker per task queue; the control queue carries workflows and database activities."""
     users = UserActivities(sessions)
+    nodes = NodeActivities(sessions, SecretBox(settings.encryption_key()), settings)
     control = Worker(
         client,
         task_queue=settings.queues.control,
@@ -45,9 +52,18 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
             users.delete_tokens,
             users.delete_user,
             users.purge_expired_tokens,
+            nodes.finish,
+            nodes.delete,
+            nodes.probe_targets,
         ],
     )
-    return [control]
+    ssh = Worker(
+        client,
+        task_queue=settings.queues.ssh,
+        activities=[nodes.reach, nodes.set_hostname, nodes.discover_facts, nodes.install_addons, nodes.probe],
+        max_concurrent_activities=settings.ssh_max_parallel,
+    )
+    return [control, ssh]
 
 
 async def ensure_schedules(client: Client, settings: Settings) -> None:
@@ -71,6 +87,33 @@ async def ensure_schedules(client: Client, settings: Settings) -> None:
             return ScheduleUpdate(schedule=schedule)
 
         await client.get_schedule_handle(TOKEN_PURGE_SCHEDULE).update(_update)
+    await ensure_node_probe_schedule(client, settings)
+
+
+async def ensure_node_probe_schedule(client: Client, settings: Settings) -> None:
+    """The `system/node-probe` schedule: every node's SSH reachability, every probe interval."""
+    probe = ProbeInput(
+        ssh_queue=settings.queues.ssh,
+        concurrency=settings.node_probe_concurrency,
+        timings=node_timings(settings),
+    )
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            NodeProbeWorkflow.run, probe, id="system/node-probe-run", task_queue=settings.queues.control
+        ),
+        spec=ScheduleSpec(
+            intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.node_probe_interval_seconds))]
+        ),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+    try:
+        await client.create_schedule(NODE_PROBE_SCHEDULE, schedule)
+    except ScheduleAlreadyRunningError:
+
+        def _update(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=schedule)
+
+        await client.get_schedule_handle(NODE_PROBE_SCHEDULE).update(_update)
 
 
 async def run_workers(

@@ -8,6 +8,7 @@ from api.routes.aliases import custom_router
 from api.routes.image_registries import router as image_registries_router
 from api.routes.node_flavors import router as node_flavors_router
 from api.routes.node_templates import router as node_templates_router
+from api.routes.nodes import router as nodes_router
 from api.routes.public_keys import router as public_keys_router
 from api.routes.secrets import router as secrets_router
 from api.routes.users import router as users_router
@@ -19,6 +20,7 @@ ROUTERS: list[APIRouter] = [
     node_flavors_router,
     node_templates_router,
     image_registries_router,
+    nodes_router,
 ]
 
 __all__ = ["ROUTERS", "custom_router"]

@@ -1,0 +1,214 @@
+"""The node entity workflow (`node/<id>`): onboarding steps, reconfiguration, deletion.
+
+Registration starts it. It reaches the node, sets its host name, discovers facts and installs
+the template's addons, then waits for signals: `reconfigure(step)` re-runs from that step (a
+changed IP/port/secret from `reach`, a changed flavor from `facts`, a changed template from
+`addons`), `observed(phase)` mirrors a probe verdict into the search attributes, `delete` stops
+any step in flight and removes the node. The current step is a query, the PrimusPhase search
+attribute and the heartbeat details of the running activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+
+from pydantic import BaseModel, Field
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+
+from workflows.common import DB_RETRY, PHASE
+
+with workflow.unsafe.imports_passed_through():
+    from activities.node import NodeActivities
+    from domain import nodes as rules
+    from primus_safe.settings import Settings
+
+FINAL_SSH_ERRORS = [
+    "AuthenticationFailed",
+    "HostKeyChanged",
+    "HostnameFailed",
+    "AddonFailed",
+    "NotFound",
+    "Invalid",
+]
+
+
+class NodeWorkflowInput(BaseModel):
+    """Which node, where to start (None = just wait), the SSH task queue and the activity timings."""
+
+    node_id: str
+    ssh_queue: str
+    start_from: rules.Step | None = "reach"
+    deleting: bool = False
+    timings: rules.NodeTimings = Field(default_factory=rules.NodeTimings)
+
+
+def node_timings(settings: Settings) -> rules.NodeTimings:
+    """The activity timings the settings ask for."""
+    return rules.NodeTimings(
+        connect_timeout=settings.ssh_connect_timeout_seconds,
+        command_timeout=settings.ssh_command_timeout_seconds,
+        heartbeat_timeout=settings.node_heartbeat_timeout_seconds,
+        unreachable_attempts=settings.ssh_unreachable_attempts,
+        retry_interval=settings.ssh_retry_interval_seconds,
+    )
+
+
+def workflow_id(node_id: str) -> str:
+    """One workflow per node; a repeated request cannot start a twin."""
+    return f"node/{node_id}"
+
+
+def earlier(a: rules.Step | None, b: rules.Step | None) -> rules.Step | None:
+    """The earlier of two restart points (None = no restart requested)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if rules.STEPS.index(a) <= rules.STEPS.index(b) else b
+
+
+def failure_message(err: BaseException) -> tuple[str, str]:
+    """(error type, readable message) of an activity failure."""
+    cause = err.cause if isinstance(err, ActivityError) and err.cause is not None else err
+    if isinstance(cause, ApplicationError):
+        return cause.type or "Error", cause.message
+    return type(cause).__name__, str(cause) or type(cause).__name__
+
+
+@workflow.defn(name="Node")
+class NodeWorkflow:
+    """Drives one node through its onboarding steps and keeps it in step with its spec."""
+
+    def __init__(self) -> None:
+        self._step = "Waiting"
+        self._pending: rules.Step | None = None
+        self._deleting = False
+        self._timings = rules.NodeTimings()
+        self._ssh_queue = ""
+
+    @workflow.query
+    def current_step(self) -> str:
+        """The step being worked on, or the last phase when idle."""
+        return self._step
+
+    @workflow.signal
+    def reconfigure(self, start_from: rules.Step) -> None:
+        """Re-run onboarding from `start_from` (after the pass in flight, if any)."""
+        self._pending = earlier(self._pending, start_from)
+
+    @workflow.signal
+    def observed(self, phase: str) -> None:
+        """The probe moved the node to `phase`."""
+        self._show(phase)
+
+    @workflow.signal
+    def delete(self) -> None:
+        """Stop whatever runs and remove the node."""
+        self._deleting = True
+
+    @workflow.run
+    async def run(self, params: NodeWorkflowInput) -> str:
+        self._timings = params.timings
+        self._ssh_queue = params.ssh_queue
+        self._pending = earlier(self._pending, params.start_from)
+        self._deleting = self._deleting or params.deleting
+        while True:
+            if self._deleting:
+                return await self._remove(params.node_id)
+            if self._pending is not None:
+                start, self._pending = self._pending, None
+                task = asyncio.ensure_future(self._onboard(params.node_id, start))
+                await workflow.wait_condition(lambda t=task: t.done() or self._deleting)  # type: ignore[misc]
+                if not task.done():
+                    task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, CancelledError):
+                    await task
+                continue
+            await workflow.wait_condition(
+                lambda: (
+                    self._pending is not None
+                    or self._deleting
+                    or workflow.info().is_continue_as_new_suggested()
+                )
+            )
+            if self._pending is None and not self._deleting:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(
+                    NodeWorkflowInput(
+                        node_id=params.node_id,
+                        ssh_queue=self._ssh_queue,
+                        start_from=None,
+                        timings=self._timings,
+                    )
+                )
+
+    async def _onboard(self, node_id: str, start: rules.Step) -> None:
+        steps = rules.STEPS[rules.STEPS.index(start) :]
+        try:
+            for step in steps:
+                self._show(rules.STEP_TITLES[step])
+                if step == "reach":
+                    await self._ssh(NodeActivities.reach, node_id)
+                elif step == "hostname":
+                    await self._ssh(NodeActivities.set_hostname, node_id)
+                elif step == "facts":
+                    await self._ssh(NodeActivities.discover_facts, node_id)
+                else:
+                    await self._ssh(NodeActivities.install_addons, node_id, long=True)
+        except ActivityError as err:
+            if self._deleting:
+                raise
+            kind, message = failure_message(err)
+            phase = rules.SSH_FAILED
+            if kind == "HostnameFailed":
+                phase = rules.HOSTNAME_FAILED
+            elif kind in ("AddonFailed", "NotFound") and step == "addons":
+                phase = rules.READY  # reachable; the message says which addon failed
+            await self._finish(node_id, phase, message)
+            return
+        await self._finish(node_id, rules.READY, "")
+
+    async def _ssh(self, method: object, node_id: str, *, long: bool = False) -> object:
+        t = self._timings
+        return await workflow.execute_activity_method(
+            method,  # type: ignore[arg-type]
+            node_id,
+            task_queue=self._ssh_queue,
+            start_to_close_timeout=timedelta(seconds=(t.command_timeout * 4 if long else t.command_timeout)),
+            heartbeat_timeout=timedelta(seconds=t.heartbeat_timeout) if long else None,
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=t.retry_interval),
+                backoff_coefficient=2.0,
+                maximum_interval=timedelta(seconds=max(t.retry_interval * 4, 1)),
+                maximum_attempts=t.unreachable_attempts,
+                non_retryable_error_types=FINAL_SSH_ERRORS,
+            ),
+        )
+
+    async def _finish(self, node_id: str, phase: str, message: str) -> None:
+        await workflow.execute_activity_method(
+            NodeActivities.finish,
+            rules.FinishInput(node_id=node_id, phase=phase, message=message),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=DB_RETRY,
+        )
+        self._show(phase)
+
+    async def _remove(self, node_id: str) -> str:
+        self._show("Deleting")
+        await workflow.execute_activity_method(
+            NodeActivities.delete,
+            node_id,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=DB_RETRY,
+        )
+        self._show("Deleted")
+        return "deleted"
+
+    def _show(self, step: str) -> None:
+        self._step = step
+        workflow.upsert_search_attributes([PHASE.value_set(step)])
