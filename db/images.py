@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    case,
     func,
     select,
     update,
@@ -22,7 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db.base import Base, UTCDateTime
-from domain.images import LAYER_DONE, STATUS_READY
+from db.encryption import SecretBox
+from db.image_registries import ImageRegistry, get_registry, registry_credentials
+from db.secrets import list_secrets, load_image_credentials
+from domain.images import LAYER_DONE, STATUS_READY, registry_location
+from domain.secrets import registry_host
 
 
 class Image(Base):
@@ -79,6 +84,8 @@ class ImageLayer(Base):
     media_type: Mapped[str] = mapped_column(String(255), default="")
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    """Percent done (0..100), from the copy or from an external copier's report."""
     status: Mapped[str] = mapped_column(String(16), default="pending")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -96,10 +103,10 @@ ORDER_COLUMNS: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class ImageFilter:
-    """List filters: substring of the tag, exact status, exact creator name."""
+    """List filters: substring of the tag, ready or not (None: both), exact creator name."""
 
     tag: str | None = None
-    status: str | None = None
+    ready: bool | None = None
     user_name: str | None = None
 
 
@@ -132,8 +139,8 @@ async def list_images(
     if where.tag:
         escaped = where.tag.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         conditions.append(Image.tag.like(f"%{escaped}%", escape="\\"))
-    if where.status:
-        conditions.append(Image.status == where.status)
+    if where.ready is not None:
+        conditions.append((Image.status == STATUS_READY) if where.ready else (Image.status != STATUS_READY))
     if where.user_name:
         conditions.append(Image.created_by_name == where.user_name)
     column = ORDER_COLUMNS[order_by]
@@ -190,6 +197,88 @@ async def set_layer_progress(
     result = await session.execute(
         update(ImageLayer)
         .where(ImageLayer.image_id == image_id, ImageLayer.digest == digest)
-        .values(status=status, bytes_done=bytes_done, updated_at=now)
+        .values(
+            status=status,
+            bytes_done=bytes_done,
+            progress=case((ImageLayer.size > 0, bytes_done * 100 / ImageLayer.size), else_=100),
+            updated_at=now,
+        )
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class SourceEndpoint:
+    """Where and how to reach a source registry; the password is kept out of `repr`."""
+
+    host: str
+    scheme: str | None
+    username: str
+    password: str = field(repr=False)
+    insecure: bool
+    registry_id: int | None
+
+
+async def registry_for_host(session: AsyncSession, *, host: str) -> ImageRegistry | None:
+    """The image registry whose URL names `host` (first by id), if any."""
+    for registry in (await session.execute(select(ImageRegistry).order_by(ImageRegistry.id))).scalars():
+        try:
+            if registry_location(registry.url)[0] == host:
+                return registry
+        except ValueError:
+            continue
+    return None
+
+
+async def source_endpoint(
+    session: AsyncSession, box: SecretBox, *, host: str, api_host: str, registry_id: int | None
+) -> SourceEndpoint:
+    """Credentials for a source: the named registry, else one whose URL names `host`, else the
+    first image secret with a credential for `host`, else anonymous (TLS verified)."""
+    registry = await get_registry(session, registry_id=registry_id) if registry_id else None
+    if registry is None:
+        registry = await registry_for_host(session, host=host)
+    if registry is not None:
+        location, scheme = registry_location(registry.url)
+        username, password = registry_credentials(box, registry)
+        if location == host and host != api_host:
+            location = api_host
+        return SourceEndpoint(location, scheme, username, password, registry.insecure, registry.id)
+    _, secrets = await list_secrets(session, types=["image"], limit=1000, offset=0)
+    for secret in secrets:
+        for credential in load_image_credentials(box, secret):
+            if registry_host(credential.server) == host:
+                return SourceEndpoint(api_host, None, credential.username, credential.password, False, None)
+    return SourceEndpoint(api_host, None, "", "", False, None)
+
+
+async def registry_by_name(session: AsyncSession, *, name: str) -> ImageRegistry | None:
+    """The image registry called `name`, if any."""
+    return (
+        await session.execute(select(ImageRegistry).where(ImageRegistry.name == name))
+    ).scalar_one_or_none()
+
+
+async def record_external_progress(
+    session: AsyncSession, *, image_id: int, layers: dict[str, tuple[str, int]], now: datetime
+) -> None:
+    """Store per-blob (status, percent) reported by an external copier; unknown blobs are added."""
+    known = {layer.digest: layer for layer in await layers_of(session, image_id=image_id)}
+    for digest, (status, progress) in layers.items():
+        layer = known.get(digest)
+        if layer is None:
+            session.add(
+                ImageLayer(
+                    image_id=image_id,
+                    digest=digest,
+                    media_type="",
+                    size=0,
+                    bytes_done=0,
+                    progress=progress,
+                    status=status,
+                    updated_at=now,
+                )
+            )
+            continue
+        layer.status, layer.progress, layer.updated_at = status, progress, now
+        layer.bytes_done = layer.size * progress // 100

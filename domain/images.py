@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from pydantic import BaseModel
+
 # Manifest media types (Docker v2 and OCI).
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -193,3 +195,100 @@ def percent(done: int, total: int) -> int:
 def platform_key(os_name: str, arch: str, variant: str = "") -> str:
     """`linux/amd64` or `linux/arm64/v8`."""
     return "/".join(p for p in (os_name, arch, variant) if p)
+
+
+# ---- workflow and activity payloads (no credentials: activities load them) -----------------
+
+
+class BlobPlan(BaseModel):
+    """A blob (layer or config) to copy."""
+
+    digest: str
+    size: int
+    media_type: str = ""
+
+
+class ManifestPlan(BaseModel):
+    """A manifest (or the index) to push, byte for byte: base64 of its body."""
+
+    digest: str
+    media_type: str
+    body_b64: str
+    platform: str = ""
+    """`os/arch` of a platform manifest; "" for the top-level manifest or index."""
+
+
+class ImportPlan(BaseModel):
+    """What an import copies: distinct blobs, then manifests (platform manifests first, the tag last)."""
+
+    blobs: list[BlobPlan]
+    manifests: list[ManifestPlan]
+
+
+class ImportSpec(BaseModel):
+    """The import workflow's input."""
+
+    image_id: int
+    source: str
+    target: str
+    source_registry_id: int | None = None
+    user_id: str = ""
+    activity_queue: str
+    parallel_layers: int = 4
+    step_timeout_seconds: int = 120
+    blob_timeout_seconds: int = 3600
+    heartbeat_timeout_seconds: int = 30
+
+
+class ResolveInput(BaseModel):
+    """Resolve the source of image `image_id` into a plan."""
+
+    image_id: int
+    source: str
+    source_registry_id: int | None = None
+
+
+class BlobCopy(BaseModel):
+    """Copy one blob from the source repository to the target repository."""
+
+    image_id: int
+    source: str
+    target: str
+    source_registry_id: int | None = None
+    blob: BlobPlan
+
+
+BlobOutcome = Literal["completed", "skipped", "mounted"]
+
+
+class BlobResult(BaseModel):
+    """How a blob reached the target and how many bytes were sent for it by this attempt."""
+
+    digest: str
+    outcome: BlobOutcome
+    bytes_sent: int = 0
+
+
+class PushManifests(BaseModel):
+    """Push the plan's manifests to `target`."""
+
+    image_id: int
+    target: str
+    manifests: list[ManifestPlan]
+
+
+class FinishImport(BaseModel):
+    """Record the end of an import."""
+
+    image_id: int
+    status: ImageStatus
+    message: str = ""
+
+
+class ImportResult(BaseModel):
+    """The workflow's result."""
+
+    image_id: int
+    status: ImageStatus
+    digest: str = ""
+    message: str = ""

@@ -21,12 +21,14 @@ from temporalio.client import (
 )
 from temporalio.worker import Worker
 
+from activities.image_import import ImageImportActivities
 from activities.node import NodeActivities
 from activities.users import UserActivities
 from db.encryption import SecretBox
 from db.session import SessionFactory
 from domain.nodes import ProbeInput
 from primus_safe.settings import Settings
+from workflows.image_import import ImageImportWorkflow
 from workflows.node import NodeWorkflow, node_timings
 from workflows.node_probe import SCHEDULE_ID as NODE_PROBE_SCHEDULE
 from workflows.node_probe import NodeProbeWorkflow
@@ -36,7 +38,13 @@ from workflows.user_cleanup import UserCleanupWorkflow
 
 log = logging.getLogger(__name__)
 
-CONTROL_WORKFLOWS: list[type] = [UserCleanupWorkflow, TokenPurgeWorkflow, NodeWorkflow, NodeProbeWorkflow]
+CONTROL_WORKFLOWS: list[type] = [
+    UserCleanupWorkflow,
+    TokenPurgeWorkflow,
+    NodeWorkflow,
+    NodeProbeWorkflow,
+    ImageImportWorkflow,
+]
 
 
 def build_workers(client: Client, settings: Settings, sessions: SessionFactory) -> Sequence[Worker]:
@@ -63,7 +71,18 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
         activities=[nodes.reach, nodes.set_hostname, nodes.discover_facts, nodes.install_addons, nodes.probe],
         max_concurrent_activities=settings.ssh_max_parallel,
     )
-    return [control, ssh]
+    return [control, ssh, build_image_worker(client, settings, sessions)]
+
+
+def build_image_worker(client: Client, settings: Settings, sessions: SessionFactory) -> Worker:
+    """The images queue: registry I/O of image imports (blob copies heartbeat and resume)."""
+    images = ImageImportActivities(sessions, settings, SecretBox(settings.encryption_key()))
+    return Worker(
+        client,
+        task_queue=settings.queues.images,
+        activities=[images.resolve, images.copy_blob, images.push_manifests, images.finish],
+        max_concurrent_activities=max(8, settings.images_parallel_layers * 4),
+    )
 
 
 async def ensure_schedules(client: Client, settings: Settings) -> None:

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from api.routes.aliases import custom_router
 from api.routes.image_registries import router as image_registries_router
+from api.routes.images import router as images_router
 from api.routes.node_flavors import router as node_flavors_router
 from api.routes.node_templates import router as node_templates_router
 from api.routes.nodes import router as nodes_router
@@ -21,6 +22,7 @@ ROUTERS: list[APIRouter] = [
     node_templates_router,
     image_registries_router,
     nodes_router,
+    images_router,
 ]
 
 __all__ = ["ROUTERS", "custom_router"]

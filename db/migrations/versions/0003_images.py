@@ -70,6 +70,7 @@ def upgrade() -> None:
         sa.Column("media_type", sa.String(length=255), nullable=False),
         sa.Column("size", sa.BigInteger(), nullable=False),
         sa.Column("bytes_done", sa.BigInteger(), nullable=False),
+        sa.Column("progress", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("updated_at", db.base.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(

@@ -1,0 +1,430 @@
+"""Image import steps: resolve the source, copy blobs (resumable), push manifests, record the end.
+
+Credentials are loaded here, from the image registry named by the import or else from the image
+registries and image secrets whose server matches the source host; they never travel through
+workflow inputs. Registry failures become `ApplicationError`s: authentication, not-found,
+refused addresses and other 4xx answers are non-retryable; network trouble and 5xx retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy import update
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from db import images as db
+from db.encryption import SecretBox
+from db.images import Image, ImageImportJob, ImageLayer
+from db.session import SessionFactory
+from domain.images import (
+    INDEX_MANIFESTS,
+    SINGLE_MANIFESTS,
+    STATUS_FAILED,
+    BlobCopy,
+    BlobPlan,
+    BlobResult,
+    FinishImport,
+    ImageReference,
+    ImportPlan,
+    ManifestPlan,
+    PushManifests,
+    ResolveInput,
+    parse_reference,
+    platform_key,
+    registry_location,
+)
+from domain.timefmt import utcnow
+from drivers.oci_registry import (
+    AddressRefused,
+    Manifest,
+    RegistryAuthError,
+    RegistryClient,
+    RegistryError,
+    RegistryNotFound,
+    address_guard,
+)
+from primus_safe.settings import Settings
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    host: str
+    scheme: str | None
+    username: str
+    password: str
+    insecure: bool
+    guarded: bool
+
+
+def as_application_error(err: RegistryError) -> ApplicationError:
+    """The Temporal failure for a registry error: only transient ones are retried."""
+    if isinstance(err, RegistryAuthError):
+        return ApplicationError(str(err), type="AuthenticationFailed", non_retryable=True)
+    if isinstance(err, RegistryNotFound):
+        return ApplicationError(str(err), type="NotFound", non_retryable=True)
+    if isinstance(err, AddressRefused):
+        return ApplicationError(str(err), type="Invalid", non_retryable=True)
+    if 400 <= err.status < 500 and err.status not in (408, 429):
+        return ApplicationError(str(err), type="RegistryRejected", non_retryable=True)
+    return ApplicationError(str(err), type="RegistryUnavailable")
+
+
+def image_gone(image_id: int) -> ApplicationError:
+    return ApplicationError(
+        f"image {image_id} was deleted during the import", type="NotFound", non_retryable=True
+    )
+
+
+class ImageImportActivities:
+    """Idempotent steps: a retry re-checks the target before sending anything."""
+
+    def __init__(self, sessions: SessionFactory, settings: Settings, box: SecretBox) -> None:
+        self._sessions = sessions
+        self._settings = settings
+        self._box = box
+        self._clients: dict[_Endpoint, RegistryClient] = {}
+
+    async def aclose(self) -> None:
+        """Close every cached registry connection."""
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+    # ---- clients ----------------------------------------------------------------------------
+
+    def _client(self, endpoint: _Endpoint) -> RegistryClient:
+        client = self._clients.get(endpoint)
+        if client is None:
+            if len(self._clients) >= 32:
+                oldest = next(iter(self._clients))
+                asyncio.get_running_loop().create_task(self._clients.pop(oldest).aclose())
+            guard = address_guard(allow_loopback=self._settings.images_allow_loopback_sources)
+            client = RegistryClient(
+                endpoint.host,
+                username=endpoint.username,
+                password=endpoint.password,
+                insecure=endpoint.insecure,
+                scheme=endpoint.scheme,
+                timeout=self._settings.images_request_timeout_seconds,
+                guard=guard if endpoint.guarded else None,
+            )
+            self._clients[endpoint] = client
+        return client
+
+    def target_client(self) -> RegistryClient:
+        """The internal registry."""
+        host = self._settings.images_internal_registry
+        if not host:
+            raise ApplicationError("no internal registry is configured", type="Invalid", non_retryable=True)
+        location, scheme = registry_location(host)
+        return self._client(
+            _Endpoint(
+                host=location,
+                scheme=scheme,
+                username=self._settings.images_internal_username,
+                password=self._settings.images_internal_password,
+                insecure=self._settings.images_internal_insecure,
+                guarded=False,
+            )
+        )
+
+    async def source_client(self, ref: ImageReference, registry_id: int | None) -> RegistryClient:
+        """A client for the source, with the credentials that apply to its host."""
+        async with self._sessions() as session:
+            found = await db.source_endpoint(
+                session, self._box, host=ref.host, api_host=ref.api_host, registry_id=registry_id
+            )
+        endpoint = _Endpoint(found.host, found.scheme, found.username, found.password, found.insecure, True)
+        return self._client(endpoint)
+
+    # ---- activities -------------------------------------------------------------------------
+
+    @activity.defn(name="images.resolve")
+    async def resolve(self, params: ResolveInput) -> ImportPlan:
+        """Read the source manifest (all platforms of an index); record blobs and image facts."""
+        ref = parse_reference(params.source)
+        client = await self.source_client(ref, params.source_registry_id)
+        try:
+            top = await client.get_manifest(ref.repository, ref.reference)
+            manifests, blobs, platforms = await _expand(client, ref.repository, top)
+        except RegistryError as err:
+            raise as_application_error(err) from err
+        await self._record_plan(params.image_id, top, blobs, platforms)
+        return ImportPlan(blobs=list(blobs.values()), manifests=manifests)
+
+    async def _record_plan(
+        self, image_id: int, top: Manifest, blobs: dict[str, BlobPlan], platforms: dict[str, dict[str, Any]]
+    ) -> None:
+        now = utcnow()
+        async with self._sessions() as session, session.begin():
+            image = await session.get(Image, image_id)
+            if image is None:
+                raise image_gone(image_id)
+            chosen = platforms.get("linux/amd64") or next(iter(platforms.values()), {})
+            image.digest = top.digest
+            image.platforms = platforms
+            image.size = int(chosen.get("size", 0))
+            image.os, image.arch = str(chosen.get("os", "")), str(chosen.get("arch", ""))
+            image.updated_at = now
+            known = {layer.digest for layer in await db.layers_of(session, image_id=image_id)}
+            for blob in blobs.values():
+                if blob.digest not in known:
+                    session.add(
+                        ImageLayer(
+                            image_id=image_id,
+                            digest=blob.digest,
+                            media_type=blob.media_type,
+                            size=blob.size,
+                            bytes_done=0,
+                            progress=0,
+                            status="pending",
+                            updated_at=now,
+                        )
+                    )
+
+    @activity.defn(name="images.copy_blob")
+    async def copy_blob(self, params: BlobCopy) -> BlobResult:
+        """Copy one blob unless the target has it (HEAD) or can mount it; resumes a partial upload."""
+        source = parse_reference(params.source)
+        target = parse_reference(params.target)
+        blob = params.blob
+        dst = self.target_client()
+        try:
+            if await dst.blob_size(target.repository, blob.digest) is not None:
+                await self._progress(params.image_id, blob.digest, "skipped", blob.size)
+                return BlobResult(digest=blob.digest, outcome="skipped")
+            if await self._try_mount(params, source, target, dst):
+                await self._progress(params.image_id, blob.digest, "mounted", blob.size)
+                return BlobResult(digest=blob.digest, outcome="mounted")
+            src = await self.source_client(source, params.source_registry_id)
+            sent = await self._stream_copy(params, src, source, dst, target)
+        except RegistryError as err:
+            raise as_application_error(err) from err
+        except httpx.TransportError as err:
+            raise ApplicationError(
+                f"registry connection failed: {err!r}", type="RegistryUnavailable"
+            ) from err
+        await self._progress(params.image_id, blob.digest, "completed", blob.size)
+        return BlobResult(digest=blob.digest, outcome="completed", bytes_sent=sent)
+
+    async def _try_mount(
+        self, params: BlobCopy, source: ImageReference, target: ImageReference, dst: RegistryClient
+    ) -> bool:
+        candidates: list[str] = []
+        if registry_location(source.api_host)[0] == dst.host and source.repository != target.repository:
+            candidates.append(source.repository)
+        async with self._sessions() as session:
+            other = await db.mount_candidate(
+                session,
+                registry_host=target.host,
+                digest=params.blob.digest,
+                exclude_image_id=params.image_id,
+            )
+        if other and other != target.repository:
+            candidates.append(other)
+        for repository in candidates:
+            if await dst.mount_blob(target.repository, params.blob.digest, repository):
+                return True
+        return False
+
+    async def _stream_copy(
+        self,
+        params: BlobCopy,
+        src: RegistryClient,
+        source: ImageReference,
+        dst: RegistryClient,
+        target: ImageReference,
+    ) -> int:
+        """Stream source -> target in chunks, hashing every byte; returns the bytes sent."""
+        blob, repo = params.blob, target.repository
+        chunk = max(1024 * 1024, self._settings.images_chunk_bytes)
+        location, offset = await self._resume_point(dst, repo)
+        if offset == 0 and location is None:
+            location = await dst.start_upload(repo)
+        assert location is not None
+        activity.heartbeat({"location": location, "offset": offset})
+        hasher = hashlib.sha256()
+        sent, read = 0, 0
+        last_report = time.monotonic()
+        pending = bytearray()
+        async with src.open_blob(source.repository, blob.digest) as response:
+            async for piece in _chunks(response.aiter_bytes(), chunk):
+                hasher.update(piece)
+                start = read
+                read += len(piece)
+                if read <= offset:
+                    continue
+                pending += piece[max(0, offset - start) :]
+                if len(pending) >= chunk and (not blob.size or read < blob.size):
+                    location = await dst.upload_chunk(repo, location, offset, bytes(pending))
+                    offset += len(pending)
+                    sent += len(pending)
+                    pending.clear()
+                    activity.heartbeat({"location": location, "offset": offset})
+                    if time.monotonic() - last_report >= self._settings.images_progress_interval_seconds:
+                        last_report = time.monotonic()
+                        await self._progress(params.image_id, blob.digest, "downloading", offset)
+        digest = "sha256:" + hasher.hexdigest()
+        if digest != blob.digest or (blob.size and read != blob.size):
+            await dst.cancel_upload(repo, location)
+            raise ApplicationError(
+                f"blob {blob.digest} read from the source has digest {digest} ({read} bytes)",
+                type="DigestMismatch",
+            )
+        await dst.finish_upload(repo, location, blob.digest, bytes(pending))
+        return sent + len(pending)
+
+    async def _resume_point(self, dst: RegistryClient, repo: str) -> tuple[str | None, int]:
+        """The upload session and offset the last attempt reported, when the registry still agrees."""
+        details = activity.info().heartbeat_details
+        if not details:
+            return None, 0
+        state = details[0] if isinstance(details[0], dict) else {}
+        location, offset = state.get("location"), int(state.get("offset", 0))
+        if not location:
+            return None, 0
+        actual = await dst.upload_offset(repo, location)
+        if actual is None or actual != offset:
+            activity.logger.info(
+                "upload session could not be resumed (registry has %s, expected %s)", actual, offset
+            )
+            return None, 0
+        return location, offset
+
+    async def _progress(self, image_id: int, digest: str, status: str, done: int) -> None:
+        async with self._sessions() as session, session.begin():
+            changed = await db.set_layer_progress(
+                session, image_id=image_id, digest=digest, status=status, bytes_done=done, now=utcnow()
+            )
+        if not changed:
+            raise image_gone(image_id)
+
+    @activity.defn(name="images.push_manifests")
+    async def push_manifests(self, params: PushManifests) -> str:
+        """Push platform manifests by digest, then the top manifest under the tag; returns its digest."""
+        target = parse_reference(params.target)
+        dst = self.target_client()
+        digest = ""
+        try:
+            last = len(params.manifests) - 1
+            for index, item in enumerate(params.manifests):
+                manifest = Manifest(item.media_type, item.digest, base64.b64decode(item.body_b64))
+                reference = target.tag if index == last else item.digest
+                digest = await dst.put_manifest(target.repository, reference, manifest)
+            stored = await dst.manifest_digest(target.repository, target.tag)
+        except RegistryError as err:
+            raise as_application_error(err) from err
+        if stored != digest:
+            raise ApplicationError(f"target tag points at {stored}, expected {digest}", type="DigestMismatch")
+        return digest
+
+    @activity.defn(name="images.finish")
+    async def finish(self, params: FinishImport) -> bool:
+        """Set the image's final status (and message); False when the image was deleted meanwhile."""
+        now = utcnow()
+        async with self._sessions() as session, session.begin():
+            result = await session.execute(
+                update(Image)
+                .where(Image.id == params.image_id)
+                .values(status=params.status, message=params.message[:4000], updated_at=now)
+            )
+            await session.execute(
+                update(ImageImportJob)
+                .where(ImageImportJob.image_id == params.image_id)
+                .values(finished_at=now)
+            )
+            if params.status == STATUS_FAILED:
+                await session.execute(
+                    update(ImageLayer)
+                    .where(
+                        ImageLayer.image_id == params.image_id,
+                        ImageLayer.status.in_(("pending", "downloading")),
+                    )
+                    .values(status="failed", updated_at=now)
+                )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def _chunks(stream: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
+    """Re-slice a byte stream into pieces of at most `size` bytes."""
+    async for data in stream:
+        for start in range(0, len(data), size):
+            yield data[start : start + size]
+
+
+async def _expand(
+    client: RegistryClient, repository: str, top: Manifest
+) -> tuple[list[ManifestPlan], dict[str, BlobPlan], dict[str, dict[str, Any]]]:
+    """Manifests (children first, top last), distinct blobs and per-platform facts of `top`."""
+    manifests: list[ManifestPlan] = []
+    blobs: dict[str, BlobPlan] = {}
+    platforms: dict[str, dict[str, Any]] = {}
+
+    def add_blobs(document: dict[str, Any]) -> int:
+        total = 0
+        for desc in [document.get("config") or {}, *(document.get("layers") or [])]:
+            if desc.get("digest"):
+                size = int(desc.get("size", 0))
+                blobs.setdefault(
+                    desc["digest"],
+                    BlobPlan(digest=desc["digest"], size=size, media_type=desc.get("mediaType", "")),
+                )
+                total += size
+        return total
+
+    def plan(manifest: Manifest, platform: str = "") -> ManifestPlan:
+        return ManifestPlan(
+            digest=manifest.digest,
+            media_type=manifest.media_type,
+            body_b64=base64.b64encode(manifest.body).decode(),
+            platform=platform,
+        )
+
+    document = json.loads(top.body)
+    if top.media_type in INDEX_MANIFESTS:
+        for desc in document.get("manifests") or []:
+            child = await client.get_manifest(repository, desc["digest"])
+            if child.media_type not in SINGLE_MANIFESTS:
+                raise RegistryError(
+                    f"nested index {child.digest} ({child.media_type}) is not supported", status=400
+                )
+            info = desc.get("platform") or {}
+            key = platform_key(info.get("os", ""), info.get("architecture", ""), info.get("variant", ""))
+            size = add_blobs(json.loads(child.body))
+            platforms.setdefault(
+                key or child.digest,
+                {
+                    "digest": child.digest,
+                    "size": size,
+                    "os": info.get("os", ""),
+                    "arch": info.get("architecture", ""),
+                },
+            )
+            manifests.append(plan(child, key or "unknown"))
+    elif top.media_type in SINGLE_MANIFESTS:
+        size = add_blobs(document)
+        config = document.get("config") or {}
+        facts: dict[str, Any] = {}
+        if config.get("digest") and int(config.get("size", 0)) < 4 * 1024 * 1024:
+            facts = json.loads(await client.read_blob(repository, config["digest"]))
+        os_name, arch = str(facts.get("os", "")), str(facts.get("architecture", ""))
+        platforms[platform_key(os_name, arch) or "unknown"] = {
+            "digest": top.digest,
+            "size": size,
+            "os": os_name,
+            "arch": arch,
+        }
+    else:
+        raise RegistryError(f"manifest media type {top.media_type or 'unknown'} is not supported", status=400)
+    manifests.append(plan(top))
+    return manifests, blobs, platforms

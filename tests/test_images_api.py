@@ -1,0 +1,288 @@
+"""Images API end to end: import through the workflow into a real internal registry, list, details,
+progress, delete, statistics; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from drivers.oci_registry import RegistryClient
+from tests.conftest import Platform
+from tests.fixtures.registry import (
+    Registry,
+    multi_arch_image,
+    restart_empty,
+    running_registries,
+    skopeo_digest,
+    skopeo_push,
+    small_image,
+)
+
+PORTS = {
+    "source": (15007, "", ""),
+    "locked": (15008, "puller", "right-password"),
+    "internal": (15009, "", ""),
+}
+
+
+@pytest.fixture(scope="module")
+def regs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Registry]]:
+    root = tmp_path_factory.mktemp("images-api")
+    with running_registries(root, PORTS) as started:
+        skopeo_push(small_image(root / "small"), started["source"], "team/app:1")
+        skopeo_push(small_image(root / "small2", salt="b"), started["source"], "team/app:2")
+        skopeo_push(multi_arch_image(root / "multi"), started["source"], "team/multi:1", all_platforms=True)
+        skopeo_push(small_image(root / "small"), started["locked"], "private/app:1")
+        yield started
+
+
+@pytest.fixture(autouse=True)
+def internal_registry(platform: Platform, regs: dict[str, Registry]) -> Iterator[Registry]:
+    """Point the running app and worker at the test's internal registry."""
+    regs["internal"] = restart_empty(regs["internal"])
+    settings = platform.settings
+    saved = (
+        settings.images_internal_registry,
+        settings.images_internal_insecure,
+        settings.images_allow_loopback_sources,
+    )
+    settings.images_internal_registry = regs["internal"].host
+    settings.images_internal_insecure = True
+    settings.images_allow_loopback_sources = True
+    yield regs["internal"]
+    (
+        settings.images_internal_registry,
+        settings.images_internal_insecure,
+        settings.images_allow_loopback_sources,
+    ) = saved
+
+
+async def add_registry(api: httpx.AsyncClient, admin: dict[str, str], reg: Registry, **extra: Any) -> int:
+    body = {"name": reg.name, "url": f"http://{reg.host}", "insecure": True, **extra}
+    resp = await api.post("/api/v1/image-registries", json=body, headers=admin)
+    assert resp.status_code == 200, resp.text
+    return int(resp.json()["id"])
+
+
+async def wait_done(api: httpx.AsyncClient, headers: dict[str, str], image_id: int) -> dict[str, Any]:
+    for _ in range(600):
+        resp = await api.get(f"/api/v1/images/{image_id}/importing-details", headers=headers)
+        assert resp.status_code == 200, resp.text
+        body: dict[str, Any] = resp.json()
+        if body["status"] != "importing":
+            return body
+        await asyncio.sleep(0.05)
+    raise AssertionError("import did not finish")
+
+
+async def start_import(
+    api: httpx.AsyncClient, headers: dict[str, str], source: str, **extra: Any
+) -> dict[str, Any]:
+    resp = await api.post("/api/v1/images:import", json={"source": source, **extra}, headers=headers)
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json())
+
+
+async def test_import_single_arch_lands_identical(
+    api: httpx.AsyncClient, admin: dict[str, str], alice: dict[str, str], regs: dict[str, Registry]
+) -> None:
+    await add_registry(api, admin, regs["source"])
+    answer = await start_import(api, alice, f"{regs['source'].host}/team/app:1")
+    assert (
+        answer["state"] == 1 and answer["message"] == "Image import started" and answer["alreadyImageId"] == 0
+    )
+    details = await wait_done(api, alice, answer["imageId"])
+    assert details["status"] == "ready", details
+    assert len(details["layersDetail"]) == 3  # two layers and the config
+    assert all(v == {"status": "completed", "progress": 100} for v in details["layersDetail"].values())
+    internal = regs["internal"]
+    assert skopeo_digest(internal, "sync/team/app:1") == skopeo_digest(regs["source"], "team/app:1")
+
+    grouped = (await api.get("/api/v1/images", headers=alice)).json()
+    assert grouped["totalCount"] == 1
+    group = grouped["images"][0]
+    assert group["registryHost"] == internal.host and group["repo"] == "sync/team/app"
+    art = group["artifacts"][0]
+    assert art["imageTag"] == "1" and art["status"] == "ready" and art["userName"] == "alice"
+    assert art["arch"] == "amd64" and art["os"] == "linux" and art["size"] > 0
+    assert art["digest"] == skopeo_digest(internal, "sync/team/app:1") and art["includeType"] == "import"
+    flat = (await api.get("/api/v1/images", params={"flat": "true"}, headers=alice)).json()
+    assert flat == [
+        {
+            "id": answer["imageId"],
+            "tag": f"{internal.host}/sync/team/app:1",
+            "description": f"Import from {regs['source'].host}/team/app:1",
+            "created_at": flat[0]["created_at"],
+            "created_by": "alice",
+        }
+    ]
+    # the same target again: state 2 with the existing id, nothing new started
+    again = await start_import(api, alice, f"{regs['source'].host}/team/app:1")
+    assert again["state"] == 2 and again["alreadyImageId"] == answer["imageId"]
+    # a second tag shares blobs with the first: they are skipped, not re-sent
+    uploads_before = sum(1 for r in internal.access_log() if r[0] == "POST" and "/blobs/uploads/" in r[1])
+    second = await start_import(api, alice, f"{regs['source'].host}/team/app:2")
+    details = await wait_done(api, alice, second["imageId"])
+    statuses = sorted(v["status"] for v in details["layersDetail"].values())
+    assert statuses.count("skipped") == 1 and statuses.count("completed") == 2, statuses
+    uploads = sum(1 for r in internal.access_log() if r[0] == "POST" and "/blobs/uploads/" in r[1])
+    assert uploads - uploads_before == 2
+
+
+async def test_import_multi_arch_with_default_registry(
+    api: httpx.AsyncClient, admin: dict[str, str], alice: dict[str, str], regs: dict[str, Registry]
+) -> None:
+    await add_registry(api, admin, regs["source"], default=True)
+    answer = await start_import(api, alice, "team/multi:1")  # no host: the default registry
+    assert answer["state"] == 1, answer
+    details = await wait_done(api, alice, answer["imageId"])
+    assert details["status"] == "ready", details
+    internal = regs["internal"]
+    assert skopeo_digest(internal, "sync/team/multi:1") == skopeo_digest(regs["source"], "team/multi:1")
+    async with RegistryClient(internal.host, insecure=True) as client:
+        index = await client.get_manifest("sync/team/multi", "1")
+        source_index = await RegistryClient(regs["source"].host, insecure=True).get_manifest(
+            "team/multi", "1"
+        )
+        assert index.body == source_index.body
+    items = (await api.get("/api/v1/images", params={"tag": "multi"}, headers=alice)).json()["images"]
+    assert items[0]["artifacts"][0]["arch"] == "amd64"
+
+
+async def test_missing_tag_and_wrong_credentials_fail_cleanly(
+    api: httpx.AsyncClient, admin: dict[str, str], alice: dict[str, str], regs: dict[str, Registry]
+) -> None:
+    await add_registry(api, admin, regs["source"])
+    missing = await start_import(api, alice, f"{regs['source'].host}/team/app:nope")
+    assert missing["state"] == 0 and "not found" in missing["message"], missing
+    locked = regs["locked"]
+    await add_registry(api, admin, locked, username=locked.username, password="wrong-password")
+    before = len(locked.access_log())
+    denied = await start_import(api, alice, f"{locked.host}/private/app:1")
+    assert denied["state"] == 0 and "authentication" in denied["message"], denied
+    assert "wrong-password" not in str(denied)
+    assert len(locked.access_log()) - before <= 3  # one challenge and one refused try: no storm
+    assert (await api.get("/api/v1/images", headers=alice)).json()["totalCount"] == 0
+
+
+async def test_credentials_from_registry_are_used(
+    api: httpx.AsyncClient, admin: dict[str, str], alice: dict[str, str], regs: dict[str, Registry]
+) -> None:
+    locked = regs["locked"]
+    await add_registry(api, admin, locked, username=locked.username, password=locked.password)
+    answer = await start_import(api, alice, "private/app:1", sourceRegistry=locked.name)
+    assert answer["state"] == 1, answer
+    assert (await wait_done(api, alice, answer["imageId"]))["status"] == "ready"
+    assert skopeo_digest(regs["internal"], "sync/private/app:1") == skopeo_digest(locked, "private/app:1")
+
+
+async def test_bad_input_is_400_and_auth_required(
+    api: httpx.AsyncClient, alice: dict[str, str], regs: dict[str, Registry]
+) -> None:
+    host = regs["source"].host
+    bad_bodies: list[dict[str, Any]] = [
+        {},
+        {"source": ""},
+        {"source": f"{host}/team/app:1", "extra": 1},
+        {"source": 12},
+        {"source": "Upper/Case:1"},
+        {"source": "http://x.io/a:1"},
+        {"source": "169.254.169.254/latest/meta:1"},
+        {"source": "metadata.google.internal/a/b:1"},
+        {"source": f"{host}/team/app:1", "sourceRegistry": "other.io"},
+    ]
+    for body in bad_bodies:
+        resp = await api.post("/api/v1/images:import", json=body, headers=alice)
+        assert resp.status_code == 400, (body, resp.text)
+        assert resp.json()["errorCode"] == "Primus.00002"
+    resp = await api.post("/api/v1/images:import", json={"source": "169.254.169.254/a:1"}, headers=alice)
+    assert "link-local" in resp.json()["errorMessage"]
+    assert (await api.get("/api/v1/images", params={"orderBy": "nope"}, headers=alice)).status_code == 400
+    assert (await api.get("/api/v1/images", params={"ready": "maybe"}, headers=alice)).status_code == 400
+    assert (await api.get("/api/v1/images/abc/importing-details", headers=alice)).status_code == 400
+    for method, path in [
+        ("GET", "/api/v1/images"),
+        ("POST", "/api/v1/images:import"),
+        ("DELETE", "/api/v1/images/1"),
+        ("GET", "/api/v1/images/1/importing-details"),
+        ("PUT", "/api/v1/images:import/eA/progress"),
+        ("GET", "/api/v1/harbor/stats"),
+    ]:
+        assert (await api.request(method, path)).status_code == 401, path
+    assert (await api.get("/api/v1/images", headers=alice)).json()["totalCount"] == 0
+
+
+async def test_loopback_sources_need_the_setting(
+    api: httpx.AsyncClient, alice: dict[str, str], platform: Platform, regs: dict[str, Registry]
+) -> None:
+    platform.settings.images_allow_loopback_sources = False
+    resp = await api.post(
+        "/api/v1/images:import", json={"source": f"{regs['source'].host}/a:1"}, headers=alice
+    )
+    assert resp.status_code == 400 and "loopback" in resp.json()["errorMessage"]
+
+
+async def test_progress_details_and_delete(
+    api: httpx.AsyncClient,
+    admin: dict[str, str],
+    alice: dict[str, str],
+    bob: dict[str, str],
+    regs: dict[str, Registry],
+) -> None:
+    await add_registry(api, admin, regs["source"])
+    answer = await start_import(api, alice, f"{regs['source'].host}/team/app:1")
+    image_id = answer["imageId"]
+    await wait_done(api, alice, image_id)
+    tag = f"{regs['internal'].host}/sync/team/app:1"
+    name = base64.urlsafe_b64encode(tag.encode()).decode().rstrip("=")
+    progress = {"layersDetail": {"sha256:" + "a" * 64: {"status": "downloading", "progress": 45}}}
+    assert (
+        await api.put(f"/api/v1/images:import/{name}/progress", json=progress, headers=bob)
+    ).status_code == 403
+    resp = await api.put(f"/api/v1/images:import/{name}/progress", json=progress, headers=alice)
+    assert resp.status_code == 200, resp.text
+    details = (await api.get(f"/api/v1/images/{image_id}/importing-details", headers=bob)).json()
+    assert details["layersDetail"]["sha256:" + "a" * 64] == {"status": "downloading", "progress": 45}
+    bad = {"layersDetail": {"x": {"status": "downloading", "progress": 101}}}
+    assert (
+        await api.put(f"/api/v1/images:import/{name}/progress", json=bad, headers=alice)
+    ).status_code == 400
+    assert (
+        await api.put("/api/v1/images:import/!!!/progress", json=progress, headers=alice)
+    ).status_code == 400
+    unknown = base64.urlsafe_b64encode(b"nowhere/x:1").decode()
+    assert (
+        await api.put(f"/api/v1/images:import/{unknown}/progress", json=progress, headers=alice)
+    ).status_code == 404
+
+    stats = (await api.get("/api/v1/harbor/stats", headers=bob)).json()
+    assert stats["status"] == "healthy" and stats["public_repo_count"] >= 1 and stats["total_storage"] > 0
+    assert (
+        stats["private_project_count"] == 0
+        and {"name": "registry", "status": "healthy"} in stats["components"]
+    )
+
+    assert (await api.delete(f"/api/v1/images/{image_id}", headers=bob)).status_code == 403
+    assert (await api.delete(f"/api/v1/images/{image_id}", headers=alice)).status_code == 200
+    async with RegistryClient(regs["internal"].host, insecure=True) as client:
+        assert await client.manifest_digest("sync/team/app", "1") is None
+    assert (await api.get(f"/api/v1/images/{image_id}/importing-details", headers=alice)).status_code == 404
+    assert (await api.delete(f"/api/v1/images/{image_id}", headers=alice)).status_code == 404
+
+
+async def test_concurrent_duplicate_import_starts_one(
+    api: httpx.AsyncClient, admin: dict[str, str], alice: dict[str, str], regs: dict[str, Registry]
+) -> None:
+    await add_registry(api, admin, regs["source"])
+    source = f"{regs['source'].host}/team/app:2"
+    answers = await asyncio.gather(start_import(api, alice, source), start_import(api, alice, source))
+    states = sorted(a["state"] for a in answers)
+    assert states == [1, 2], answers
+    started = next(a for a in answers if a["state"] == 1)
+    assert next(a for a in answers if a["state"] == 2)["alreadyImageId"] == started["imageId"]
+    assert (await wait_done(api, alice, started["imageId"]))["status"] == "ready"
