@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, Integer, String, Text, or_, select, update
+from sqlalchemy import Boolean, Index, Integer, String, Text, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -17,6 +17,15 @@ class ImageRegistry(Base):
     """A registry; the password is Fernet-encrypted; at most one row is the default."""
 
     __tablename__ = "image_registries"
+    __table_args__ = (
+        Index(
+            "uq_image_registries_single_default",
+            "is_default",
+            unique=True,
+            sqlite_where=text("is_default"),
+            postgresql_where=text("is_default"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)
@@ -52,13 +61,17 @@ async def find_clash(
     return (await session.execute(query.limit(1))).scalar_one_or_none()
 
 
-async def clear_default(session: AsyncSession, *, except_id: int) -> None:
-    """Unset the default flag on every registry but `except_id` (same transaction as the caller's)."""
-    await session.execute(
-        update(ImageRegistry)
-        .where(ImageRegistry.id != except_id, ImageRegistry.is_default.is_(True))
-        .values(is_default=False)
-    )
+async def clear_default(session: AsyncSession, *, except_id: int | None) -> None:
+    """Unset the default flag on every registry but `except_id` (same transaction as the caller's).
+
+    Runs without autoflush: a pending new default must not reach the database before the old
+    one is cleared (a partial unique index allows one default row).
+    """
+    query = update(ImageRegistry).where(ImageRegistry.is_default.is_(True)).values(is_default=False)
+    if except_id is not None:
+        query = query.where(ImageRegistry.id != except_id)
+    with session.no_autoflush:
+        await session.execute(query)
 
 
 async def default_registry(session: AsyncSession) -> ImageRegistry | None:

@@ -44,11 +44,11 @@ async def _refuse_clash(session: Session, body: RegistryRequest, exclude_id: int
 
 
 async def _save(session: Session, registry: ImageRegistry) -> None:
-    """Flush, keep at most one default, commit; 409 when a concurrent request took the name or URL."""
+    """Keep at most one default, then commit; 409 when a concurrent request took the name, URL or default."""
     try:
-        await session.flush()
         if registry.is_default:
             await db.clear_default(session, except_id=registry.id)
+        await session.flush()
         await session.commit()
     except IntegrityError as exc:
         await session.rollback()

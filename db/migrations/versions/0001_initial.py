@@ -35,6 +35,14 @@ def upgrade() -> None:
         sa.UniqueConstraint("name", name=op.f("uq_image_registries_name")),
         sa.UniqueConstraint("url", name=op.f("uq_image_registries_url")),
     )
+    op.create_index(
+        "uq_image_registries_single_default",
+        "image_registries",
+        ["is_default"],
+        unique=True,
+        sqlite_where=sa.text("is_default"),
+        postgresql_where=sa.text("is_default"),
+    )
     op.create_table(
         "node_flavors",
         sa.Column("id", sa.String(length=63), nullable=False),
@@ -148,5 +156,6 @@ def downgrade() -> None:
     op.drop_table("secrets")
     op.drop_table("node_templates")
     op.drop_table("node_flavors")
+    op.drop_index("uq_image_registries_single_default", table_name="image_registries")
     op.drop_table("image_registries")
     # ### end Alembic commands ###
