@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db.base import Base, UTCDateTime
+from db.nodes import node_ids_using
 
 
 class NodeFlavor(Base):
@@ -37,8 +38,5 @@ async def list_flavors(session: AsyncSession, *, limit: int, offset: int) -> tup
 
 
 async def flavor_users(session: AsyncSession, *, flavor_id: str) -> list[str]:
-    """Ids of the nodes using the flavor; a flavor in use cannot be deleted.
-
-    Empty until the nodes work fills it in (nodes reference flavors by id).
-    """
-    return []
+    """Ids of the nodes using the flavor; a flavor in use cannot be deleted."""
+    return await node_ids_using(session, "flavor_id", flavor_id)

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db.base import Base, UTCDateTime
+from db.nodes import node_ids_using
 
 
 class NodeTemplate(Base):
@@ -35,8 +36,5 @@ async def list_templates(session: AsyncSession, *, limit: int, offset: int) -> t
 
 
 async def template_users(session: AsyncSession, *, template_id: str) -> list[str]:
-    """Ids of the nodes using the template; a template in use cannot be deleted.
-
-    Empty until the nodes work fills it in (nodes reference templates by id).
-    """
-    return []
+    """Ids of the nodes using the template; a template in use cannot be deleted."""
+    return await node_ids_using(session, "template_id", template_id)

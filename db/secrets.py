@@ -12,6 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from db.base import Base, UTCDateTime
 from db.encryption import DecryptionError, SecretBox
+from db.nodes import node_ids_using
 from domain.errors import Invalid, NotFound
 from domain.secrets import RegistryCredential, SSHCredentials
 from domain.ssh_keys import decode_base64, openssh_private_key
@@ -51,12 +52,9 @@ async def list_secrets(
 async def secret_users(session: AsyncSession, *, secret_id: str) -> list[str]:
     """Ids of the nodes and clusters that reference the secret (a secret in use cannot be deleted).
 
-    Nodes and clusters do not exist yet: the nodes/clusters work adds its queries here
-    (nodes by `sshSecretId`; clusters by ssh and image secret ids). Until then nothing refers to
-    a secret and the list is empty.
+    Nodes by `sshSecretId`; clusters (by ssh and image secret ids) add their query when they exist.
     """
-    del session, secret_id
-    return []
+    return await node_ids_using(session, "ssh_secret_id", secret_id)
 
 
 def decrypt_params(box: SecretBox, secret: Secret) -> list[dict[str, Any]]:

@@ -405,3 +405,24 @@ async def test_bad_input_is_400_404_409_and_starts_nothing(
     assert resp.json()["totalCount"] == 1
     await asyncio.sleep(1)
     assert await _node_workflows(refs) == before
+
+
+async def test_references_in_use_cannot_be_deleted(
+    api: httpx.AsyncClient, admin: dict[str, str], refs: Platform, hosts: list[SSHHost]
+) -> None:
+    node_id = await register(api, admin, node_body(hosts[1], sshSecretId="ssh-key", templateId="two-addons"))
+    for path in (
+        "/api/v1/nodeflavors/this-machine",
+        "/api/v1/nodetemplates/two-addons",
+        "/api/v1/secrets/ssh-key",
+    ):
+        resp = await api.delete(path, headers=admin)
+        assert resp.status_code == 409 and node_id in resp.json()["errorMessage"], (path, resp.text)
+    await wait_for_node(api, admin, node_id, phases=(READY,))
+    assert (await api.delete(f"{NODES}/{node_id}", headers=admin)).status_code == 200
+
+    async def freed() -> bool:
+        return (await api.delete("/api/v1/nodetemplates/two-addons", headers=admin)).status_code == 200
+
+    await wait_until(freed)
+    assert (await api.delete("/api/v1/secrets/ssh-key", headers=admin)).status_code == 200
