@@ -12,7 +12,6 @@ import asyncio
 import base64
 import hashlib
 import json
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -157,6 +156,9 @@ class ImageImportActivities:
         try:
             top = await client.get_manifest(ref.repository, ref.reference)
             manifests, blobs, platforms = await _expand(client, ref.repository, top)
+        except RegistryNotFound as err:
+            message = f"source image {ref} not found ({err.code or err.status})"
+            raise ApplicationError(message, type="NotFound", non_retryable=True) from err
         except RegistryError as err:
             raise as_application_error(err) from err
         await self._record_plan(params.image_id, top, blobs, platforms)
@@ -188,6 +190,7 @@ class ImageImportActivities:
                             bytes_done=0,
                             progress=0,
                             status="pending",
+                            upload_url="",
                             updated_at=now,
                         )
                     )
@@ -248,14 +251,14 @@ class ImageImportActivities:
         """Stream source -> target in chunks, hashing every byte; returns the bytes sent."""
         blob, repo = params.blob, target.repository
         chunk = max(1024 * 1024, self._settings.images_chunk_bytes)
-        location, offset = await self._resume_point(dst, repo)
+        location, offset = await self._resume_point(params.image_id, blob.digest, dst, repo)
         if offset == 0 and location is None:
             location = await dst.start_upload(repo)
         assert location is not None
-        activity.heartbeat({"location": location, "offset": offset})
+        await self._progress(params.image_id, blob.digest, "downloading", offset, location)
+        activity.heartbeat({"offset": offset})
         hasher = hashlib.sha256()
         sent, read = 0, 0
-        last_report = time.monotonic()
         pending = bytearray()
         async with src.open_blob(source.repository, blob.digest) as response:
             async for piece in _chunks(response.aiter_bytes(), chunk):
@@ -270,10 +273,8 @@ class ImageImportActivities:
                     offset += len(pending)
                     sent += len(pending)
                     pending.clear()
-                    activity.heartbeat({"location": location, "offset": offset})
-                    if time.monotonic() - last_report >= self._settings.images_progress_interval_seconds:
-                        last_report = time.monotonic()
-                        await self._progress(params.image_id, blob.digest, "downloading", offset)
+                    await self._progress(params.image_id, blob.digest, "downloading", offset, location)
+                    activity.heartbeat({"offset": offset})
         digest = "sha256:" + hasher.hexdigest()
         if digest != blob.digest or (blob.size and read != blob.size):
             await dst.cancel_upload(repo, location)
@@ -284,27 +285,35 @@ class ImageImportActivities:
         await dst.finish_upload(repo, location, blob.digest, bytes(pending))
         return sent + len(pending)
 
-    async def _resume_point(self, dst: RegistryClient, repo: str) -> tuple[str | None, int]:
-        """The upload session and offset the last attempt reported, when the registry still agrees."""
-        details = activity.info().heartbeat_details
-        if not details:
+    async def _resume_point(
+        self, image_id: int, digest: str, dst: RegistryClient, repo: str
+    ) -> tuple[str | None, int]:
+        """The upload session and offset recorded after the last chunk, when the registry agrees."""
+        async with self._sessions() as session:
+            layer = await db.get_layer(session, image_id=image_id, digest=digest)
+        if layer is None or not layer.upload_url or layer.status != "downloading":
             return None, 0
-        state = details[0] if isinstance(details[0], dict) else {}
-        location, offset = state.get("location"), int(state.get("offset", 0))
-        if not location:
-            return None, 0
-        actual = await dst.upload_offset(repo, location)
-        if actual is None or actual != offset:
+        actual = await dst.upload_offset(repo, layer.upload_url)
+        if actual is None or actual != layer.bytes_done:
             activity.logger.info(
-                "upload session could not be resumed (registry has %s, expected %s)", actual, offset
+                "upload of %s restarts: registry has %s bytes, expected %s", digest, actual, layer.bytes_done
             )
             return None, 0
-        return location, offset
+        activity.logger.info("upload of %s resumes at byte %d", digest, actual)
+        return layer.upload_url, actual
 
-    async def _progress(self, image_id: int, digest: str, status: str, done: int) -> None:
+    async def _progress(
+        self, image_id: int, digest: str, status: str, done: int, upload_url: str = ""
+    ) -> None:
         async with self._sessions() as session, session.begin():
             changed = await db.set_layer_progress(
-                session, image_id=image_id, digest=digest, status=status, bytes_done=done, now=utcnow()
+                session,
+                image_id=image_id,
+                digest=digest,
+                status=status,
+                bytes_done=done,
+                now=utcnow(),
+                upload_url=upload_url,
             )
         if not changed:
             raise image_gone(image_id)

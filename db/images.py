@@ -87,6 +87,8 @@ class ImageLayer(Base):
     progress: Mapped[int] = mapped_column(Integer, default=0)
     """Percent done (0..100), from the copy or from an external copier's report."""
     status: Mapped[str] = mapped_column(String(16), default="pending")
+    upload_url: Mapped[str] = mapped_column(Text, default="")
+    """The target's upload session after the last chunk sent (`bytes_done` bytes): where a retry resumes."""
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -191,15 +193,23 @@ async def mount_candidate(
 
 
 async def set_layer_progress(
-    session: AsyncSession, *, image_id: int, digest: str, status: str, bytes_done: int, now: datetime
+    session: AsyncSession,
+    *,
+    image_id: int,
+    digest: str,
+    status: str,
+    bytes_done: int,
+    now: datetime,
+    upload_url: str = "",
 ) -> int:
-    """Record a blob's status and bytes done; returns rows changed (0 when the image is gone)."""
+    """Record a blob's status, bytes done and upload session; returns rows changed (0: image gone)."""
     result = await session.execute(
         update(ImageLayer)
         .where(ImageLayer.image_id == image_id, ImageLayer.digest == digest)
         .values(
             status=status,
             bytes_done=bytes_done,
+            upload_url=upload_url,
             progress=case((ImageLayer.size > 0, bytes_done * 100 / ImageLayer.size), else_=100),
             updated_at=now,
         )
@@ -276,9 +286,16 @@ async def record_external_progress(
                     bytes_done=0,
                     progress=progress,
                     status=status,
+                    upload_url="",
                     updated_at=now,
                 )
             )
             continue
         layer.status, layer.progress, layer.updated_at = status, progress, now
         layer.bytes_done = layer.size * progress // 100
+
+
+async def get_layer(session: AsyncSession, *, image_id: int, digest: str) -> ImageLayer | None:
+    """One blob row of an import, or None."""
+    query = select(ImageLayer).where(ImageLayer.image_id == image_id, ImageLayer.digest == digest)
+    return (await session.execute(query)).scalar_one_or_none()

@@ -73,14 +73,12 @@ class Settings(BaseSettings):
     """Allow import sources on loopback addresses (tests and `up`); link-local is always refused."""
     images_parallel_layers: int = 4
     """How many blobs one import copies at once."""
-    images_chunk_bytes: int = 16 * 1024 * 1024
-    """Bytes per upload request (PATCH) when copying a blob; the unit of resumption."""
+    images_chunk_bytes: int = 8 * 1024 * 1024
+    """Bytes per upload request (PATCH) when copying a blob: the unit of progress and resumption."""
     images_request_timeout_seconds: float = 60.0
     images_blob_timeout_seconds: int = 3600
     """Upper bound for copying one blob."""
     images_heartbeat_timeout_seconds: int = 30
-    images_progress_interval_seconds: float = 1.0
-    """How often a blob copy records its progress."""
 
     node_probe_interval_seconds: int = 300
     """How often the `system/node-probe` schedule checks every node's SSH reachability."""

@@ -72,6 +72,7 @@ def upgrade() -> None:
         sa.Column("bytes_done", sa.BigInteger(), nullable=False),
         sa.Column("progress", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("upload_url", sa.Text(), nullable=False),
         sa.Column("updated_at", db.base.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["image_id"], ["images.id"], name=op.f("fk_image_layers_image_id_images"), ondelete="CASCADE"
