@@ -129,7 +129,8 @@ class Settings(BaseSettings):
             else:
                 raise SettingsError(
                     "PRIMUS_SECRET_KEY is not set. Generate one with `python -c 'from cryptography.fernet "
-                    "import Fernet; print(Fernet.generate_key().decode())'` or run in dev mode (primus-safe up)."
+                    "import Fernet; print(Fernet.generate_key().decode())'` "
+                    "or run in dev mode (primus-safe up)."
                 )
         try:
             Fernet(key)
