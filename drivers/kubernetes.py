@@ -218,22 +218,27 @@ class KubernetesDriver(ExecutionDriver):
         """Create one object; AlreadyExists (409) counts as success."""
         kind = manifest["kind"]
         ns = manifest["metadata"].get("namespace", "")
-        calls: dict[str, Callable[[], Any]] = {
-            "Namespace": lambda: (self.core.create_namespace, (manifest,)),
-            "PersistentVolumeClaim": lambda: (
-                self.core.create_namespaced_persistent_volume_claim,
-                (ns, manifest),
-            ),
-            "Secret": lambda: (self.core.create_namespaced_secret, (ns, manifest)),
-            "Service": lambda: (self.core.create_namespaced_service, (ns, manifest)),
-            "Deployment": lambda: (self.apps.create_namespaced_deployment, (ns, manifest)),
-            "StatefulSet": lambda: (self.apps.create_namespaced_stateful_set, (ns, manifest)),
-            "PyTorchJob": lambda: (
-                self.custom.create_namespaced_custom_object,
-                (render.PYTORCHJOB_GROUP, render.PYTORCHJOB_VERSION, ns, render.PYTORCHJOB_PLURAL, manifest),
-            ),
-        }
-        fn, args = calls[kind]()
+        args: tuple[Any, ...] = (ns, manifest)
+        fn: Callable[..., Any]
+        if kind == "Namespace":
+            fn, args = self.core.create_namespace, (manifest,)
+        elif kind == "PyTorchJob":
+            fn = self.custom.create_namespaced_custom_object
+            args = (
+                render.PYTORCHJOB_GROUP,
+                render.PYTORCHJOB_VERSION,
+                ns,
+                render.PYTORCHJOB_PLURAL,
+                manifest,
+            )
+        else:
+            fn = {
+                "PersistentVolumeClaim": self.core.create_namespaced_persistent_volume_claim,
+                "Secret": self.core.create_namespaced_secret,
+                "Service": self.core.create_namespaced_service,
+                "Deployment": self.apps.create_namespaced_deployment,
+                "StatefulSet": self.apps.create_namespaced_stateful_set,
+            }[kind]
         try:
             self._json(f"create {kind} {ns}/{manifest['metadata']['name']}", fn, *args)
         except DriverError as exc:
