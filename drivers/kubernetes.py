@@ -232,13 +232,14 @@ class KubernetesDriver(ExecutionDriver):
                 manifest,
             )
         else:
-            fn = {
+            creators: dict[str, Callable[..., Any]] = {
                 "PersistentVolumeClaim": self.core.create_namespaced_persistent_volume_claim,
                 "Secret": self.core.create_namespaced_secret,
                 "Service": self.core.create_namespaced_service,
                 "Deployment": self.apps.create_namespaced_deployment,
                 "StatefulSet": self.apps.create_namespaced_stateful_set,
-            }[kind]
+            }
+            fn = creators[kind]
         try:
             self._json(f"create {kind} {ns}/{manifest['metadata']['name']}", fn, *args)
         except DriverError as exc:
