@@ -8,12 +8,15 @@ database keeps the list; heartbeat details carry the index being worked on).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sqlalchemy import case, update
+from sqlalchemy.exc import IntegrityError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -93,16 +96,16 @@ class NodeActivities:
             raise _ssh_failure(err) from err
 
     async def _update(self, node_id: str, **values: Any) -> None:
+        """One UPDATE statement (a write first, so SQLite never has to upgrade a read snapshot)."""
         async with self._sessions() as session, session.begin():
-            node = await db.get_node(session, node_id=node_id, include_deleting=True)
-            if node is not None:
-                for name, value in values.items():
-                    setattr(node, name, value)
-                node.updated_at = utcnow()
+            await session.execute(
+                update(Node).where(Node.id == node_id).values(**values, updated_at=utcnow())
+            )
 
     async def _log(self, node_id: str, *lines: str, level: str = "INFO") -> None:
-        async with self._sessions() as session, session.begin():
-            if await db.get_node(session, node_id=node_id, include_deleting=True) is not None:
+        """Append log lines; a node deleted meanwhile just loses them."""
+        with contextlib.suppress(IntegrityError):
+            async with self._sessions() as session, session.begin():
                 db.add_log(session, node_id=node_id, lines=lines, at=utcnow(), level=level)
 
     async def _begin(self, node_id: str, step: rules.Step, index: int = 0) -> Node:
@@ -290,31 +293,28 @@ class NodeActivities:
 
     @activity.defn(name="node.finish")
     async def finish(self, params: rules.FinishInput) -> None:
-        """Record the outcome of an onboarding pass: phase, message, step cleared."""
+        """Record the outcome of an onboarding pass: phase (and when it changed), message, step cleared."""
+        now = utcnow()
+        values: dict[str, Any] = {
+            "phase": params.phase,
+            "message": params.message[:1024],
+            "step": "",
+            "updated_at": now,
+            "phase_changed_at": case((Node.phase != params.phase, now), else_=Node.phase_changed_at),
+        }
+        if params.phase == rules.READY:
+            values["onboarded"] = True
+        level = "INFO" if params.phase == rules.READY and not params.message else "ERROR"
+        text = f"phase {params.phase}" + (f": {params.message}" if params.message else "")
         async with self._sessions() as session, session.begin():
-            node = await db.get_node(session, node_id=params.node_id, include_deleting=True)
-            if node is None:
-                return
-            now = utcnow()
-            if node.phase != params.phase:
-                node.phase_changed_at = now
-            node.phase = params.phase
-            node.message = params.message[:1024]
-            node.step = ""
-            node.updated_at = now
-            if params.phase == rules.READY:
-                node.onboarded = True
-            level = "INFO" if params.phase == rules.READY and not params.message else "ERROR"
-            text = f"phase {params.phase}" + (f": {params.message}" if params.message else "")
-            db.add_log(session, node_id=node.id, lines=[text], at=now, level=level)
+            result = await session.execute(update(Node).where(Node.id == params.node_id).values(**values))
+            if result.rowcount:  # type: ignore[attr-defined]
+                db.add_log(session, node_id=params.node_id, lines=[text], at=now, level=level)
 
     @activity.defn(name="node.delete")
     async def delete(self, node_id: str) -> bool:
         """Remove the node and its logs (once deletion was requested)."""
         async with self._sessions() as session, session.begin():
-            node = await db.get_node(session, node_id=node_id, include_deleting=True)
-            if node is None or node.deleting_at is None:
-                return False
             return await db.delete_node(session, node_id=node_id)
 
     # --- probe ------------------------------------------------------------------------------------
@@ -346,38 +346,35 @@ class NodeActivities:
         return await self._record_probe(node_id, reachable, reason)
 
     async def _record_probe(self, node_id: str, reachable: bool, reason: str) -> rules.ProbeOutcome:
+        node = await self._load(node_id)
+        outcome = rules.ProbeOutcome(node_id=node_id, reachable=reachable, phase=node.phase)
         now = utcnow()
+        changes: dict[str, Any] = {}
+        line, level = "", "INFO"
+        if reachable and node.phase == rules.SSH_FAILED and node.onboarded:
+            changes = {"phase": rules.READY, "message": "", "phase_changed_at": now}
+            line = "probe: reachable again; phase Ready"
+        elif reachable and node.phase == rules.SSH_FAILED:
+            outcome.restart_onboarding = True
+            line = "probe: reachable; retrying onboarding"
+        elif not reachable and node.phase == rules.READY:
+            changes = {"phase": rules.SSH_FAILED, "message": reason[:1024], "phase_changed_at": now}
+            line, level = f"probe: unreachable ({reason}); phase SSHFailed", "ERROR"
         async with self._sessions() as session, session.begin():
-            node = await db.get_node(session, node_id=node_id)
-            if node is None:
-                return rules.ProbeOutcome(node_id=node_id, reachable=reachable, phase="")
-            outcome = rules.ProbeOutcome(node_id=node_id, reachable=reachable, phase=node.phase)
-            node.last_probe_at = now
-            if node.step:  # onboarding started meanwhile: the workflow owns the status now
-                return outcome
-            if reachable and node.phase == rules.SSH_FAILED:
-                if node.onboarded:
-                    node.phase, node.message, node.phase_changed_at = rules.READY, "", now
-                    outcome.changed = True
-                    db.add_log(
-                        session, node_id=node_id, lines=["probe: reachable again; phase Ready"], at=now
-                    )
-                else:
-                    outcome.restart_onboarding = True
-                    db.add_log(
-                        session, node_id=node_id, lines=["probe: reachable; retrying onboarding"], at=now
-                    )
-            elif not reachable and node.phase == rules.READY:
-                node.phase, node.message, node.phase_changed_at = rules.SSH_FAILED, reason[:1024], now
-                outcome.changed = True
-                db.add_log(
-                    session,
-                    node_id=node_id,
-                    lines=[f"probe: unreachable ({reason}); phase SSHFailed"],
-                    at=now,
-                    level="ERROR",
+            # only if nothing moved meanwhile: an onboarding step in flight owns the status
+            result = await session.execute(
+                update(Node)
+                .where(
+                    Node.id == node_id, Node.phase == node.phase, Node.step == "", Node.deleting_at.is_(None)
                 )
-            outcome.phase = node.phase
+                .values(last_probe_at=now, **changes)
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                return rules.ProbeOutcome(node_id=node_id, reachable=reachable, phase=node.phase)
+            if line:
+                db.add_log(session, node_id=node_id, lines=[line], at=now, level=level)
+        outcome.changed = bool(changes)
+        outcome.phase = changes.get("phase", node.phase)
         return outcome
 
 

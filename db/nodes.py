@@ -141,7 +141,8 @@ async def tail_logs(
 
 
 async def delete_node(session: AsyncSession, *, node_id: str) -> bool:
-    """Remove a node and its log lines; returns whether a node row went."""
-    await session.execute(delete(NodeLog).where(NodeLog.node_id == node_id))
-    result = await session.execute(delete(Node).where(Node.id == node_id))
+    """Remove a node marked for deletion and its log lines; returns whether a node row went."""
+    doomed = select(Node.id).where(Node.id == node_id, Node.deleting_at.is_not(None))
+    await session.execute(delete(NodeLog).where(NodeLog.node_id.in_(doomed)))
+    result = await session.execute(delete(Node).where(Node.id == node_id, Node.deleting_at.is_not(None)))
     return bool(result.rowcount)  # type: ignore[attr-defined]
