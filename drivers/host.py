@@ -196,7 +196,22 @@ exit 3
 
 # $1 namespace
 _MKDIR = _PRELUDE + 'mkdir -p "$root/$node/$1"\n'
-_RMDIR = _PRELUDE + 'rm -rf "$root/$node/$1"\n'
+# $1 namespace: every pod in it is killed (TERM, then KILL a second later), then the folder goes
+_RMDIR = (
+    _PRELUDE
+    + _ALIVE
+    + """\
+groups=""
+for d in "$root/$node/$1"/*/*/; do
+  d=${d%/}
+  pid=$(cat "$d/pid" 2>/dev/null || true)
+  if alive "$pid" "$d"; then kill -TERM -"$pid" 2>/dev/null || true; groups="$groups $pid"; fi
+done
+[ -z "$groups" ] || sleep 1
+for p in $groups; do kill -KILL -"$p" 2>/dev/null || true; done
+rm -rf "$root/$node/$1"
+"""
+)
 
 _SHELL = 'cd "$1" || exit 1; shift; set -a; . ./env; set +a; exec "$@"'
 
@@ -532,6 +547,7 @@ class HostDriver(ExecutionDriver):
                 raise DriverError(f"{node.name}: cannot create the namespace folder: {out.strip()}")
 
     def delete_namespace(self, namespace: str) -> None:
+        """Kill every pod of the namespace on every node and remove its folders."""
         _check_name(namespace, "namespace")
         for node in self.nodes:
             code, out = self._run(node, _RMDIR, namespace)

@@ -253,6 +253,17 @@ def test_specified_nodes_place_the_pods(ssh_driver: HostDriver) -> None:
         ssh_driver.plan(make_dispatch("ws-pin", specified_nodes=["nope"]))
 
 
+def test_deleting_the_namespace_kills_its_pods(local_driver: HostDriver) -> None:
+    local_driver.ensure_namespace("ws-gone")
+    dispatch = make_dispatch("ws-gone", kind="Deployment", replica=1, script="sleep 300")
+    local_driver.apply(dispatch)
+    (pod,) = ProcessController(local_driver).start(dispatch)
+    pid = int(Path(local_driver.locate("ws-gone", pod)[1], "pid").read_text())
+    local_driver.delete_namespace("ws-gone")
+    wait_for(lambda: _gone(pid), timeout=5, what="the pod to be killed")
+    assert local_driver.list_pods("ws-gone", dispatch.workload_id) == []
+
+
 def test_what_hosts_do_not_have(local_driver: HostDriver) -> None:
     with pytest.raises(NotFound):
         local_driver.describe_service("ws", "w")
