@@ -12,7 +12,6 @@ import asyncio
 import base64
 import hashlib
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,23 +257,26 @@ class ImageImportActivities:
         await self._progress(params.image_id, blob.digest, "downloading", offset, location)
         activity.heartbeat({"offset": offset})
         hasher = hashlib.sha256()
-        sent, read = 0, 0
-        pending = bytearray()
-        async with src.open_blob(source.repository, blob.digest) as response:
-            async for piece in _chunks(response.aiter_bytes(), chunk):
-                hasher.update(piece)
-                start = read
-                read += len(piece)
-                if read <= offset:
-                    continue
-                pending += piece[max(0, offset - start) :]
-                if len(pending) >= chunk and (not blob.size or read < blob.size):
-                    location = await dst.upload_chunk(repo, location, offset, bytes(pending))
-                    offset += len(pending)
-                    sent += len(pending)
-                    pending.clear()
-                    await self._progress(params.image_id, blob.digest, "downloading", offset, location)
-                    activity.heartbeat({"offset": offset})
+        chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=2)
+        reader = asyncio.create_task(
+            _read_blob(src, source.repository, blob.digest, chunk, offset, hasher, chunks)
+        )
+        sent = 0
+        try:
+            pending = await chunks.get()
+            while pending is not None:
+                following = await chunks.get()
+                if following is None:
+                    break  # the last piece goes with the closing PUT
+                location = await dst.upload_chunk(repo, location, offset, pending)
+                offset += len(pending)
+                sent += len(pending)
+                await self._progress(params.image_id, blob.digest, "downloading", offset, location)
+                activity.heartbeat({"offset": offset})
+                pending = following
+            read = await reader
+        finally:
+            reader.cancel()
         digest = "sha256:" + hasher.hexdigest()
         if digest != blob.digest or (blob.size and read != blob.size):
             await dst.cancel_upload(repo, location)
@@ -282,8 +284,9 @@ class ImageImportActivities:
                 f"blob {blob.digest} read from the source has digest {digest} ({read} bytes)",
                 type="DigestMismatch",
             )
-        await dst.finish_upload(repo, location, blob.digest, bytes(pending))
-        return sent + len(pending)
+        last = pending or b""
+        await dst.finish_upload(repo, location, blob.digest, last)
+        return sent + len(last)
 
     async def _resume_point(
         self, image_id: int, digest: str, dst: RegistryClient, repo: str
@@ -364,11 +367,27 @@ class ImageImportActivities:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def _chunks(stream: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
-    """Re-slice a byte stream into pieces of at most `size` bytes."""
-    async for data in stream:
-        for start in range(0, len(data), size):
-            yield data[start : start + size]
+async def _read_blob(
+    src: RegistryClient,
+    repository: str,
+    digest: str,
+    chunk: int,
+    skip: int,
+    hasher: Any,
+    out: asyncio.Queue[bytes | None],
+) -> int:
+    """Stream a blob into `out` in `chunk`-sized pieces (None ends it), hashing every byte but
+    passing on only what follows the first `skip` bytes; returns the bytes read."""
+    read = 0
+    async with src.open_blob(repository, digest) as response:
+        async for data in response.aiter_bytes(chunk):
+            hasher.update(data)
+            start, read = read, read + len(data)
+            if read <= skip:
+                continue
+            await out.put(data[skip - start :] if start < skip else data)
+    await out.put(None)
+    return read
 
 
 async def _expand(

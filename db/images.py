@@ -210,7 +210,7 @@ async def set_layer_progress(
             status=status,
             bytes_done=bytes_done,
             upload_url=upload_url,
-            progress=case((ImageLayer.size > 0, bytes_done * 100 / ImageLayer.size), else_=100),
+            progress=case((ImageLayer.size > 0, (bytes_done * 100) // ImageLayer.size), else_=100),
             updated_at=now,
         )
     )

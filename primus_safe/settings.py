@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     """Plain HTTP (no TLS) to the internal registry."""
     images_allow_loopback_sources: bool = False
     """Allow import sources on loopback addresses (tests and `up`); link-local is always refused."""
-    images_parallel_layers: int = 4
+    images_parallel_layers: int = 6
     """How many blobs one import copies at once."""
     images_chunk_bytes: int = 8 * 1024 * 1024
     """Bytes per upload request (PATCH) when copying a blob: the unit of progress and resumption."""

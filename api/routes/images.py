@@ -396,7 +396,8 @@ async def importing_details(id: int, _: CurrentUser, session: Session) -> Import
     layers = await db.layers_of(session, image_id=id)
     return ImportDetails(
         layers_detail={
-            layer.digest: LayerDetail(status=layer.status, progress=layer.progress) for layer in layers
+            layer.digest: LayerDetail(status=layer.status, progress=min(100, int(layer.progress)))
+            for layer in layers
         },
         status=api_status(image.status),
         message=image.message,
