@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -251,9 +252,9 @@ class NodeActivities:
                 script = self._addon_script(name)
                 if conn is None:
                     conn = await self._connect(node)
-                    await self._blocking(lambda c=conn: c.run(["mkdir", "-p", ADDON_DIR], timeout=30))
+                    await self._blocking(partial(conn.run, ["mkdir", "-p", ADDON_DIR], timeout=30))
                 path = f"{ADDON_DIR}/{name}.sh"
-                await self._blocking(lambda c=conn, p=path, s=script: c.put(s.encode(), p, mode=0o700))
+                await self._blocking(partial(conn.put, script.encode(), path, mode=0o700))
                 await self._log(node_id, f"addon {name} ({index + 1}/{len(addons)}) started")
                 try:
                     await self._run_logged(

@@ -50,6 +50,8 @@ from tests.fixtures.temporal import start_dev_server
 TEMPORAL_PORT = 17344
 SSH_PORT = 22344
 ADMIN_PASSWORD = "bench-admin-password"
+REGISTER_CONCURRENCY = 16
+"""Registration requests in flight at once, as a script registering a rack would send them."""
 BIN = Path(sysconfig.get_path("scripts"))
 
 
@@ -139,8 +141,9 @@ async def onboard(settings: Settings, farm: SSHFarm, hosts: list[SSHHost]) -> tu
                 resp = await http.post("/api/v1/login", json={"name": "root", "password": ADMIN_PASSWORD})
                 headers = {"Authorization": f"Bearer {resp.json()['token']}"}
                 http.cookies.clear()
-                started = time.monotonic()
-                for host in hosts:
+                gate = asyncio.Semaphore(REGISTER_CONCURRENCY)
+
+                async def register(host: SSHHost) -> None:
                     body = {
                         "privateIP": host.address,
                         "port": host.port,
@@ -148,8 +151,12 @@ async def onboard(settings: Settings, farm: SSHFarm, hosts: list[SSHHost]) -> tu
                         "templateId": "bench",
                         "sshSecretId": "bench-key",
                     }
-                    resp = await http.post("/api/v1/nodes", json=body, headers=headers)
+                    async with gate:
+                        resp = await http.post("/api/v1/nodes", json=body, headers=headers)
                     resp.raise_for_status()
+
+                started = time.monotonic()
+                await asyncio.gather(*(register(host) for host in hosts))
                 registered = time.monotonic() - started
                 print(
                     f"  {len(hosts)} nodes registered in {registered:.2f} s; waiting for Ready ...",

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
@@ -172,13 +174,17 @@ class NodeWorkflow:
             return
         await self._finish(node_id, rules.READY, "")
 
-    async def _ssh(self, method: object, node_id: str, *, long: bool = False) -> object:
+    async def _ssh(
+        self, method: Callable[[NodeActivities, str], Awaitable[Any]], node_id: str, *, long: bool = False
+    ) -> Any:
         t = self._timings
+        # short steps: dial + a command of at most 60 s; addons: bounded by heartbeats, then this
+        short = timedelta(seconds=t.connect_timeout * 2 + 90)
         return await workflow.execute_activity_method(
-            method,  # type: ignore[arg-type]
+            method,
             node_id,
             task_queue=self._ssh_queue,
-            start_to_close_timeout=timedelta(seconds=(t.command_timeout * 4 if long else t.command_timeout)),
+            start_to_close_timeout=timedelta(seconds=t.command_timeout * 4) if long else short,
             heartbeat_timeout=timedelta(seconds=t.heartbeat_timeout) if long else None,
             retry_policy=RetryPolicy(
                 initial_interval=timedelta(seconds=t.retry_interval),
