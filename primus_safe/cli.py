@@ -20,6 +20,7 @@ from rich.table import Table
 from db import migrate
 from db.session import create_engine, session_factory
 from primus_safe.bootstrap import AdminBootstrap, ensure_admin
+from primus_safe.cli_image import image_app
 from primus_safe.embedded import (
     EmbeddedPorts,
     EmbeddedService,
@@ -42,6 +43,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema migrations (Alembic).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(image_app, name="image")
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -66,6 +68,12 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         fail(f"invalid PRIMUS_* setting: {exc}")
+
+
+def ensure_data_dir(settings: Settings) -> None:
+    """Create the data directory (private) when the SQLite default database lives there."""
+    if settings.database_url is None or settings.dev_mode:
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def require_secret_key(settings: Settings) -> None:
@@ -184,6 +192,7 @@ def up(
     api_port: int = typer.Option(8088, "--api-port", help="API port on 127.0.0.1."),
     temporal_port: int = typer.Option(7233, "--temporal-port", help="Temporal frontend (gRPC) port."),
     ui_port: int = typer.Option(8233, "--ui-port", help="Temporal UI port."),
+    registry_port: int = typer.Option(5000, "--registry-port", help="Embedded image registry port."),
 ) -> None:
     """Run everything in one process tree: Temporal dev server, migrations, worker and API."""
     settings = load_settings(
@@ -193,10 +202,10 @@ def up(
         api_host="127.0.0.1",
         api_port=api_port,
     )
-    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ensure_data_dir(settings)
     require_secret_key(settings)
     run_migrations(settings)
-    ports = EmbeddedPorts(api=api_port, temporal=temporal_port, ui=ui_port)
+    ports = EmbeddedPorts(api=api_port, temporal=temporal_port, ui=ui_port, registry=registry_port)
     exit_now(asyncio.run(run_embedded(settings, ports)))
 
 
@@ -244,6 +253,7 @@ def api(
     """Serve the REST API against an external Temporal and database."""
     settings = load_settings(api_host=host, api_port=port)
     require_secret_key(settings)
+    ensure_data_dir(settings)
     if run_migrate:
         run_migrations(settings)
     exit_now(asyncio.run(serve_api(settings)))
@@ -254,6 +264,7 @@ def worker() -> None:
     """Run the Temporal worker (every task queue) and the system schedules."""
     settings = load_settings()
     require_secret_key(settings)
+    ensure_data_dir(settings)
     exit_now(asyncio.run(serve_worker(settings)))
 
 
@@ -261,8 +272,7 @@ def worker() -> None:
 def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Upgrade the schema of PRIMUS_DATABASE_URL (default: SQLite in the data dir)."""
     settings = load_settings()
-    if settings.database_url is None:
-        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ensure_data_dir(settings)
     run_migrations(settings, revision)
     console.print(f"Database upgraded to {revision}.")
 
@@ -290,6 +300,7 @@ async def _create_admin(settings: Settings) -> AdminBootstrap:
 def create_admin() -> None:
     """Create the `root` administrator once (password: PRIMUS_ADMIN_PASSWORD, else generated)."""
     settings = load_settings()
+    ensure_data_dir(settings)
     try:
         result = asyncio.run(_create_admin(settings))
     except Exception as exc:
