@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 from temporalio.client import Client
@@ -24,7 +25,7 @@ from primus_safe.worker import run_workers
 log = logging.getLogger(__name__)
 
 WORKER_STOP_TIMEOUT_SECONDS = 30.0
-WorkerRunner = Callable[[asyncio.Event], Awaitable[None]]
+WorkerRunner = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 class ApiServer(uvicorn.Server):
@@ -100,11 +101,10 @@ async def run_until_stopped(
 
     Raises the first component failure, after both are stopped.
     """
-    tasks: list[asyncio.Task[None]] = []
     worker_stop = asyncio.Event()
     api_task = asyncio.create_task(_serve(api)) if api is not None else None
     worker_task = asyncio.create_task(worker(worker_stop)) if worker is not None else None
-    tasks = [t for t in (api_task, worker_task) if t is not None]
+    tasks: list[asyncio.Task[None]] = [t for t in (api_task, worker_task) if t is not None]
     stopper = asyncio.create_task(stop.wait())
     try:
         ready = True
