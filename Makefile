@@ -20,10 +20,12 @@ help:
 	@echo "make up    - run Primus-SaFE (Temporal, worker, API) with data in $(DATA_DIR)"
 	@echo "make test  - lint and run the whole test suite"
 
-# The virtualenv. Debian ships python3 without venv/ensurepip: install python3-venv when root.
-$(BIN)/python:
+# The virtualenv (pip is its sentinel: a failed venv leaves python without pip).
+# Debian ships python3 without venv/ensurepip: install python3-venv when root.
+$(BIN)/pip:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 		|| { echo "Python >= 3.11 is required ($(PYTHON) is $$($(PYTHON) -V 2>&1))"; exit 1; }
+	@rm -rf $(VENV)
 	@if ! $(PYTHON) -m venv $(VENV) >/dev/null 2>&1; then \
 		rm -rf $(VENV); \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -40,11 +42,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Re-install only when the dependencies change.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml | $(BIN)/pip
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed
 
