@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from functools import partial
@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import case, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -38,6 +39,7 @@ from primus_safe.settings import Settings
 T = TypeVar("T")
 ADDON_DIR = ".primus-safe/addons"
 LOG_FLUSH_SECONDS = 0.5
+WRITE_ATTEMPTS = 6
 
 
 def _fail(message: str, kind: str, *, retryable: bool = False) -> ApplicationError:
@@ -96,18 +98,37 @@ class NodeActivities:
         except SSHError as err:
             raise _ssh_failure(err) from err
 
+    async def _write(self, write: Callable[[AsyncSession], Awaitable[None]]) -> None:
+        """Run `write` in its own transaction, retrying while SQLite reports the database locked
+        (many nodes onboarding at once); other errors propagate."""
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                async with self._sessions() as session, session.begin():
+                    await write(session)
+                return
+            except OperationalError as exc:
+                if "locked" not in str(exc) or attempt == WRITE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.1 * 2**attempt)
+
     async def _update(self, node_id: str, **values: Any) -> None:
         """One UPDATE statement (a write first, so SQLite never has to upgrade a read snapshot)."""
-        async with self._sessions() as session, session.begin():
+
+        async def write(session: AsyncSession) -> None:
             await session.execute(
                 update(Node).where(Node.id == node_id).values(**values, updated_at=utcnow())
             )
 
+        await self._write(write)
+
     async def _log(self, node_id: str, *lines: str, level: str = "INFO") -> None:
         """Append log lines; a node deleted meanwhile just loses them."""
+
+        async def write(session: AsyncSession) -> None:
+            db.add_log(session, node_id=node_id, lines=lines, at=utcnow(), level=level)
+
         with contextlib.suppress(IntegrityError):
-            async with self._sessions() as session, session.begin():
-                db.add_log(session, node_id=node_id, lines=lines, at=utcnow(), level=level)
+            await self._write(write)
 
     async def _begin(self, node_id: str, step: rules.Step, index: int = 0) -> Node:
         activity.heartbeat({"step": rules.STEP_TITLES[step], "index": index})
@@ -307,10 +328,13 @@ class NodeActivities:
             values["onboarded"] = True
         level = "INFO" if params.phase == rules.READY and not params.message else "ERROR"
         text = f"phase {params.phase}" + (f": {params.message}" if params.message else "")
-        async with self._sessions() as session, session.begin():
+
+        async def write(session: AsyncSession) -> None:
             result = await session.execute(update(Node).where(Node.id == params.node_id).values(**values))
             if result.rowcount:  # type: ignore[attr-defined]
                 db.add_log(session, node_id=params.node_id, lines=[text], at=now, level=level)
+
+        await self._write(write)
 
     @activity.defn(name="node.delete")
     async def delete(self, node_id: str) -> bool:
@@ -361,7 +385,10 @@ class NodeActivities:
         elif not reachable and node.phase == rules.READY:
             changes = {"phase": rules.SSH_FAILED, "message": reason[:1024], "phase_changed_at": now}
             line, level = f"probe: unreachable ({reason}); phase SSHFailed", "ERROR"
-        async with self._sessions() as session, session.begin():
+        moved = False
+
+        async def write(session: AsyncSession) -> None:
+            nonlocal moved
             # only if nothing moved meanwhile: an onboarding step in flight owns the status
             result = await session.execute(
                 update(Node)
@@ -370,10 +397,13 @@ class NodeActivities:
                 )
                 .values(last_probe_at=now, **changes)
             )
-            if not result.rowcount:  # type: ignore[attr-defined]
-                return rules.ProbeOutcome(node_id=node_id, reachable=reachable, phase=node.phase)
-            if line:
+            moved = not result.rowcount  # type: ignore[attr-defined]
+            if line and not moved:
                 db.add_log(session, node_id=node_id, lines=[line], at=now, level=level)
+
+        await self._write(write)
+        if moved:
+            return rules.ProbeOutcome(node_id=node_id, reachable=reachable, phase=node.phase)
         outcome.changed = bool(changes)
         outcome.phase = changes.get("phase", node.phase)
         return outcome
