@@ -188,7 +188,8 @@ def test_readme_opens_with_the_two_commands_and_links_exist() -> None:
 def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     for name in Settings.model_fields:
+        variable = f"PRIMUS_{name.upper()}"
         if name != "queues":
-            assert f"PRIMUS_{name.upper()}" in readme, name
+            assert variable in readme, f"add {variable} to the settings table in README.md"
     for name in TaskQueues.model_fields:
         assert f"PRIMUS_QUEUE_{name.upper()}" in readme, name
