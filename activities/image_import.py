@@ -38,6 +38,7 @@ from domain.images import (
     PushManifests,
     ResolveInput,
     parse_reference,
+    percent,
     platform_key,
     registry_location,
 )
@@ -255,7 +256,7 @@ class ImageImportActivities:
             location = await dst.start_upload(repo)
         assert location is not None
         await self._progress(params.image_id, blob.digest, "downloading", offset, location)
-        activity.heartbeat({"offset": offset})
+        activity.heartbeat(_beat(blob, offset))
         hasher = hashlib.sha256()
         chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=2)
         reader = asyncio.create_task(
@@ -272,7 +273,7 @@ class ImageImportActivities:
                 offset += len(pending)
                 sent += len(pending)
                 await self._progress(params.image_id, blob.digest, "downloading", offset, location)
-                activity.heartbeat({"offset": offset})
+                activity.heartbeat(_beat(blob, offset))
                 pending = following
             read = await reader
         finally:
@@ -365,6 +366,11 @@ class ImageImportActivities:
                     .values(status="failed", updated_at=now)
                 )
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _beat(blob: BlobPlan, offset: int) -> dict[str, Any]:
+    """Heartbeat details (shown under the pending activity in the Temporal UI)."""
+    return {"digest": blob.digest, "bytes": offset, "size": blob.size, "percent": percent(offset, blob.size)}
 
 
 async def _read_blob(

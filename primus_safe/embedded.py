@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import logging
 import os
 import shutil
 import signal
@@ -213,6 +214,119 @@ class TemporalDevServer:
         return {"Temporal": self.address, "Temporal UI": f"http://{self.ip}:{self.ui_port}"}
 
 
+def registry_binary() -> str | None:
+    """The `docker-registry` binary (Debian package docker-registry), or None when not installed."""
+    return shutil.which("docker-registry") or next(
+        (p for p in ("/usr/bin/docker-registry",) if os.access(p, os.X_OK)), None
+    )
+
+
+_REGISTRY_CONFIG = """version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {storage}
+  delete:
+    enabled: true
+http:
+  addr: {ip}:{port}
+  secret: {secret}
+"""
+
+
+@dataclass
+class EmbeddedRegistry:
+    """`docker-registry` on loopback, storing under `<data_dir>/registry`: the internal registry."""
+
+    data_dir: Path
+    port: int
+    binary: str
+    ip: str = "127.0.0.1"
+    name: str = "registry"
+
+    def __post_init__(self) -> None:
+        self.root = self.data_dir / "registry"
+        config = self.root / "config.yml"
+        self.child = ChildProcess(
+            self.name,
+            [self.binary, "serve", str(config)],
+            self.data_dir / "registry.log",
+            self.data_dir / "registry.pid",
+        )
+
+    @property
+    def host(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+    def _write_config(self) -> None:
+        (self.root / "storage").mkdir(parents=True, exist_ok=True)
+        secret_file = self.root / "http-secret"
+        if not secret_file.exists():
+            fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(os.urandom(24).hex())
+        config = _REGISTRY_CONFIG.format(
+            storage=self.root / "storage", ip=self.ip, port=self.port, secret=secret_file.read_text().strip()
+        )
+        (self.root / "config.yml").write_text(config)
+
+    async def start(self) -> None:
+        ensure_port_free(self.ip, self.port, "the registry")
+        self._write_config()
+        self.child.spawn()
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while True:
+            code = self.child.exited()
+            if code is not None:
+                raise EmbeddedServiceError(
+                    f"docker-registry exited with code {code}; last lines of {self.child.log_path}:\n"
+                    f"{self.child.log_tail()}"
+                )
+            try:
+                _, writer = await asyncio.open_connection(self.ip, self.port)
+            except OSError:
+                if time.monotonic() > deadline:
+                    await self.stop()
+                    raise EmbeddedServiceError(f"docker-registry did not listen on {self.host}") from None
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+
+    async def stop(self) -> None:
+        await self.child.terminate()
+
+    def urls(self) -> dict[str, str]:
+        return {"Image registry": f"http://{self.host} (storage {self.root / 'storage'})"}
+
+
+def internal_registry_services(settings: Settings, port: int) -> list[EmbeddedService]:
+    """The embedded internal registry when none is configured and docker-registry is installed.
+
+    Points `settings` at it (plain HTTP on loopback) and lets imports read loopback sources.
+    """
+    settings.images_allow_loopback_sources = True
+    if settings.images_internal_registry:
+        return []
+    binary = registry_binary()
+    if binary is None:
+        logging.getLogger("primus_safe").warning(
+            "image import is disabled: no internal registry. Install the Debian package docker-registry "
+            "(then `up` runs one), or set PRIMUS_IMAGES_INTERNAL_REGISTRY=host:port (and "
+            "PRIMUS_IMAGES_INTERNAL_USERNAME/_PASSWORD, PRIMUS_IMAGES_INTERNAL_INSECURE=true for plain HTTP)."
+        )
+        return []
+    registry = EmbeddedRegistry(data_dir=settings.data_dir, port=port, binary=binary)
+    settings.images_internal_registry = registry.host
+    settings.images_internal_insecure = True
+    return [registry]
+
+
 @dataclass
 class EmbeddedPorts:
     """Loopback ports of the embedded deployment."""
@@ -220,6 +334,7 @@ class EmbeddedPorts:
     api: int = 8088
     temporal: int = 7233
     ui: int = 8233
+    registry: int = 5000
 
 
 def embedded_services(settings: Settings, ports: EmbeddedPorts) -> list[EmbeddedService]:
@@ -231,4 +346,5 @@ def embedded_services(settings: Settings, ports: EmbeddedPorts) -> list[Embedded
             ui_port=ports.ui,
             namespace=settings.temporal_namespace,
         ),
+        *internal_registry_services(settings, ports.registry),
     ]

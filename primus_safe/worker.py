@@ -82,6 +82,7 @@ def build_image_worker(client: Client, settings: Settings, sessions: SessionFact
         task_queue=settings.queues.images,
         activities=[images.resolve, images.copy_blob, images.push_manifests, images.finish],
         max_concurrent_activities=max(8, settings.images_parallel_layers * 4),
+        max_heartbeat_throttle_interval=timedelta(seconds=2),  # layer progress stays current in the UI
     )
 
 
