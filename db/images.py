@@ -9,6 +9,7 @@ from typing import Any, Literal
 from sqlalchemy import (
     JSON,
     BigInteger,
+    ColumnElement,
     ForeignKey,
     Integer,
     String,
@@ -137,7 +138,7 @@ async def list_images(
     offset: int,
 ) -> tuple[int, list[Image]]:
     """(total matches, one page), ordered by `order_by` then id in the same direction."""
-    conditions = []
+    conditions: list[ColumnElement[bool]] = []
     if where.tag:
         escaped = where.tag.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         conditions.append(Image.tag.like(f"%{escaped}%", escape="\\"))

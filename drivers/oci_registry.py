@@ -126,7 +126,7 @@ class RegistryClient:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
             follow_redirects=True,
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
-            event_hooks=hooks,  # type: ignore[arg-type]
+            event_hooks=hooks,
         )
 
     async def __aenter__(self) -> RegistryClient:
@@ -167,7 +167,7 @@ class RegistryClient:
             return True
         if scheme != "bearer" or "realm" not in params or scope in self._auth.tokens:
             return False
-        query: list[tuple[str, str]] = []
+        query: list[tuple[str, str | int | float | bool | None]] = []
         if params.get("service"):
             query.append(("service", params["service"]))
         for item in (params.get("scope") or scope).split(" "):
@@ -301,7 +301,7 @@ class RegistryClient:
             headers={"Content-Type": manifest.media_type},
             content=manifest.body,
         )
-        digest = response.headers.get("Docker-Content-Digest", manifest.digest)
+        digest = str(response.headers.get("Docker-Content-Digest", manifest.digest))
         if digest != manifest.digest:
             raise RegistryError(
                 f"{self.host}: stored manifest has digest {digest}, expected {manifest.digest}"
@@ -368,7 +368,7 @@ class RegistryClient:
         location = response.headers.get("Location")
         if not location:
             raise RegistryError(f"{self.host}: upload response carries no Location")
-        return urljoin(str(response.request.url), location)
+        return urljoin(str(response.request.url), str(location))
 
     async def start_upload(self, repository: str) -> str:
         """Open an upload session; returns its absolute location (with the registry's `_state`)."""

@@ -21,11 +21,13 @@ from drivers.oci_registry import (
 )
 from tests.fixtures.registry import (
     Registry,
+    TokenServer,
     multi_arch_image,
     running_registries,
     skopeo_digest,
     skopeo_push,
     small_image,
+    start_registry,
 )
 
 PORTS = {"plain": (15000, "", ""), "locked": (15001, "puller", "s3cret-pass")}
@@ -132,3 +134,41 @@ def test_tls_by_default() -> None:
 def test_layout_helpers_exist(tmp_path: Path) -> None:
     ref = small_image(tmp_path / "x")
     assert ref.startswith("oci:") and (tmp_path / "x" / "index.json").exists()
+
+
+@pytest.fixture(scope="module")
+def bearer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registry, TokenServer]]:
+    """A registry behind a bearer-token service (the Docker Hub / Harbor scheme)."""
+    root = tmp_path_factory.mktemp("oci-bearer")
+    tokens = TokenServer(root, 15003, "tokenuser", "token-pass", service="primus-test-registry")
+    tokens.start()
+    registry = start_registry(
+        root, "bearer", 15002, username="tokenuser", password="token-pass", auth_config=tokens.auth_config()
+    )
+    try:
+        skopeo_push(small_image(root / "small"), registry, "team/app:1")
+        yield registry, tokens
+    finally:
+        registry.stop()
+        tokens.stop()
+
+
+async def test_bearer_token_auth(bearer: tuple[Registry, TokenServer]) -> None:
+    registry, tokens = bearer
+    async with client(registry, username="tokenuser", password="token-pass") as c:
+        manifest = await c.get_manifest("team/app", "1")
+        assert manifest.digest == skopeo_digest(registry, "team/app:1")
+        before = tokens.requests
+        assert await c.manifest_digest("team/app", "1") == manifest.digest
+        assert tokens.requests == before  # the token for the scope is reused
+        data = b"pushed with a push-scoped token"
+        await c.push_blob("team/app", sha256_digest(data), data)
+        assert await c.read_blob("team/app", sha256_digest(data)) == data
+    async with client(registry, username="tokenuser", password="wrong") as c:
+        with pytest.raises(RegistryAuthError, match="token service refused"):
+            await c.get_manifest("team/app", "1")
+    async with client(registry) as c:  # anonymous: a token without access, then a clear failure
+        before = tokens.requests
+        with pytest.raises(RegistryAuthError, match="authentication failed"):
+            await c.get_manifest("team/app", "1")
+        assert tokens.requests - before == 1

@@ -141,7 +141,7 @@ class ImageImportWorkflow:
         self._advance(status)
         await workflow.execute_activity_method(
             ImageImportActivities.finish,
-            FinishImport(image_id=spec.image_id, status=status, message=message),  # type: ignore[arg-type]
+            FinishImport(image_id=spec.image_id, status=status, message=message),
             task_queue=spec.activity_queue,
             start_to_close_timeout=timedelta(seconds=spec.step_timeout_seconds),
             retry_policy=RetryPolicy(

@@ -327,7 +327,7 @@ async def _start_workflow(
         blob_timeout_seconds=settings.images_blob_timeout_seconds,
         heartbeat_timeout_seconds=settings.images_heartbeat_timeout_seconds,
     )
-    return await state.temporal.start_workflow(  # type: ignore[return-value]
+    return await state.temporal.start_workflow(
         ImageImportWorkflow.run,
         spec,
         id=workflow_id(image.id),
