@@ -286,3 +286,64 @@ async def test_concurrent_duplicate_import_starts_one(
     started = next(a for a in answers if a["state"] == 1)
     assert next(a for a in answers if a["state"] == 2)["alreadyImageId"] == started["imageId"]
     assert (await wait_done(api, alice, started["imageId"]))["status"] == "ready"
+
+
+async def test_list_paging_order_and_filters(
+    api: httpx.AsyncClient,
+    admin: dict[str, str],
+    alice: dict[str, str],
+    bob: dict[str, str],
+    regs: dict[str, Registry],
+) -> None:
+    await add_registry(api, admin, regs["source"])
+    first = await start_import(api, alice, f"{regs['source'].host}/team/app:1")
+    await wait_done(api, alice, first["imageId"])
+    second = await start_import(api, bob, f"{regs['source'].host}/team/app:2")
+    await wait_done(api, bob, second["imageId"])
+    missing = await start_import(api, bob, f"{regs['source'].host}/team/multi:1")
+    await wait_done(api, bob, missing["imageId"])
+
+    def ids(body: dict[str, Any]) -> list[int]:
+        return [a["id"] for g in body["images"] for a in g["artifacts"]]
+
+    newest_first = (await api.get("/api/v1/images", headers=alice)).json()
+    assert newest_first["totalCount"] == 3
+    assert ids(newest_first) == [missing["imageId"], second["imageId"], first["imageId"]]
+    page = await api.get(
+        "/api/v1/images", params={"page_num": 2, "page_size": 2, "order": "asc"}, headers=alice
+    )
+    assert page.json()["totalCount"] == 3 and ids(page.json()) == [missing["imageId"]]
+    page_one = await api.get(
+        "/api/v1/images", params={"page_num": 1, "page_size": 2, "order": "asc"}, headers=alice
+    )
+    page_zero = await api.get(
+        "/api/v1/images", params={"page_num": 0, "page_size": 2, "order": "asc"}, headers=alice
+    )
+    assert ids(page_one.json()) == ids(page_zero.json()) == [first["imageId"], second["imageId"]]
+    by_tag = await api.get("/api/v1/images", params={"orderBy": "tag", "order": "asc"}, headers=alice)
+    assert ids(by_tag.json()) == [first["imageId"], second["imageId"], missing["imageId"]]
+    mine = (await api.get("/api/v1/images", params={"userName": "bob"}, headers=alice)).json()
+    assert mine["totalCount"] == 2 and set(ids(mine)) == {second["imageId"], missing["imageId"]}
+    tagged = (await api.get("/api/v1/images", params={"tag": "app:"}, headers=alice)).json()
+    assert tagged["totalCount"] == 2
+    assert (await api.get("/api/v1/images", params={"tag": "%"}, headers=alice)).json()["totalCount"] == 0
+    assert (await api.get("/api/v1/images", params={"ready": "true"}, headers=alice)).json()[
+        "totalCount"
+    ] == 3
+    assert (await api.get("/api/v1/images", params={"ready": "false"}, headers=alice)).json()[
+        "totalCount"
+    ] == 0
+    flat = (await api.get("/api/v1/images", params={"flat": "true", "page_size": 2}, headers=alice)).json()
+    assert (
+        isinstance(flat, list)
+        and len(flat) == 2
+        and set(flat[0])
+        == {
+            "id",
+            "tag",
+            "description",
+            "created_at",
+            "created_by",
+        }
+    )
+    assert (await api.get("/api/v1/images", params={"page_size": 0}, headers=alice)).status_code == 400
