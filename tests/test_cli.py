@@ -22,12 +22,14 @@ from cryptography.fernet import Fernet
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
+from primus_safe.embedded import registry_binary
 from tests.fixtures import postgres
 
 CLI = os.path.join(sysconfig.get_path("scripts"), "primus-safe")
 API_PORT = 18088
 TEMPORAL_PORT = 18233
 UI_PORT = 18234
+REGISTRY_PORT = 18235
 API = f"http://127.0.0.1:{API_PORT}"
 
 
@@ -106,7 +108,7 @@ def processes(tmp_path: Path) -> Iterator[list[CliProcess]]:
     yield started
     for proc in started:
         proc.kill()
-    for pid_file in tmp_path.rglob("temporal.pid"):
+    for pid_file in [*tmp_path.rglob("temporal.pid"), *tmp_path.rglob("registry.pid")]:
         with contextlib.suppress(ValueError, ProcessLookupError):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
@@ -139,6 +141,8 @@ async def test_up_runs_everything_and_keeps_state_across_restarts(
         str(TEMPORAL_PORT),
         "--ui-port",
         str(UI_PORT),
+        "--registry-port",
+        str(REGISTRY_PORT),
     ]
     first = CliProcess(args, clean_env(), tmp_path)
     processes.append(first.start())
@@ -151,6 +155,8 @@ async def test_up_runs_everything_and_keeps_state_across_restarts(
     assert password in first.stdout and str(password_file) in first.stdout
     for url in (f"{API}/api/v1", f"{API}/docs", f"http://127.0.0.1:{UI_PORT}"):
         assert url in first.stdout
+    if registry_binary():
+        assert f"127.0.0.1:{REGISTRY_PORT}" in first.stdout
 
     async with httpx.AsyncClient(timeout=30) as http:
         admin = await login(http, "root", password)
@@ -166,11 +172,14 @@ async def test_up_runs_everything_and_keeps_state_across_restarts(
     # a workflow nobody serves stays Running: it must survive the restart
     parked = await temporal.start_workflow("ParkedForRestartTest", id="cli-test-parked", task_queue="nobody")
 
-    temporal_pid = int((data / "temporal.pid").read_text())
-    assert pid_alive(temporal_pid)
+    children = {pid_file.stem: int(pid_file.read_text()) for pid_file in data.glob("*.pid")}
+    expected = {"temporal", "registry"} if registry_binary() else {"temporal"}
+    assert set(children) == expected
+    assert all(pid_alive(pid) for pid in children.values())
     assert await first.terminate() == 0, first.output()
-    assert not pid_alive(temporal_pid)
-    assert not (data / "temporal.pid").exists()
+    for name, pid in children.items():
+        assert not pid_alive(pid), f"{name} still running"
+        assert not (data / f"{name}.pid").exists()
     assert (data / "temporal.log").stat().st_size > 0
 
     second = CliProcess(args, clean_env(), tmp_path)
@@ -207,6 +216,8 @@ def test_up_reports_a_busy_temporal_port(tmp_path: Path) -> None:
             str(TEMPORAL_PORT),
             "--ui-port",
             str(UI_PORT),
+            "--registry-port",
+            str(REGISTRY_PORT),
             env=clean_env(),
         )
     assert result.returncode == 1, result.stdout + result.stderr
