@@ -105,6 +105,31 @@ class ChildProcess:
         except OSError:
             return ""
 
+    async def wait_listening(self, ip: str, port: int, what: str) -> None:
+        """Poll `ip:port` until it accepts connections; fail fast (with the log) if the process died,
+        and stop it when it does not listen within READY_TIMEOUT_SECONDS."""
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while True:
+            code = self.exited()
+            if code is not None:
+                raise EmbeddedServiceError(
+                    f"{what} exited with code {code}; last lines of {self.log_path}:\n{self.log_tail()}"
+                )
+            try:
+                _, writer = await asyncio.open_connection(ip, port)
+            except OSError:
+                if time.monotonic() > deadline:
+                    await self.terminate()
+                    raise EmbeddedServiceError(
+                        f"{what} did not listen on {ip}:{port} within {READY_TIMEOUT_SECONDS:.0f}s"
+                    ) from None
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+
     async def terminate(self, grace_seconds: float = STOP_TIMEOUT_SECONDS) -> None:
         """SIGTERM by PID and wait; SIGKILL when it does not end within `grace_seconds`."""
         proc = self.process
@@ -179,33 +204,7 @@ class TemporalDevServer:
         ensure_port_free(self.ip, self.port, "the Temporal")
         ensure_port_free(self.ip, self.ui_port, "the Temporal UI")
         self.child.spawn()
-        await self._wait_until_serving()
-
-    async def _wait_until_serving(self) -> None:
-        """Poll the frontend port until it accepts connections, failing fast if the process died."""
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while True:
-            code = self.child.exited()
-            if code is not None:
-                raise EmbeddedServiceError(
-                    f"the Temporal server exited with code {code}; last lines of "
-                    f"{self.child.log_path}:\n{self.child.log_tail()}"
-                )
-            try:
-                _, writer = await asyncio.open_connection(self.ip, self.port)
-            except OSError:
-                if time.monotonic() > deadline:
-                    await self.stop()
-                    raise EmbeddedServiceError(
-                        f"the Temporal server did not listen on {self.address} within "
-                        f"{READY_TIMEOUT_SECONDS:.0f}s"
-                    ) from None
-                await asyncio.sleep(0.1)
-                continue
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            return
+        await self.child.wait_listening(self.ip, self.port, "the Temporal server")
 
     async def stop(self) -> None:
         await self.child.terminate()
@@ -277,26 +276,7 @@ class EmbeddedRegistry:
         ensure_port_free(self.ip, self.port, "the registry")
         self._write_config()
         self.child.spawn()
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while True:
-            code = self.child.exited()
-            if code is not None:
-                raise EmbeddedServiceError(
-                    f"docker-registry exited with code {code}; last lines of {self.child.log_path}:\n"
-                    f"{self.child.log_tail()}"
-                )
-            try:
-                _, writer = await asyncio.open_connection(self.ip, self.port)
-            except OSError:
-                if time.monotonic() > deadline:
-                    await self.stop()
-                    raise EmbeddedServiceError(f"docker-registry did not listen on {self.host}") from None
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            return
+        await self.child.wait_listening(self.ip, self.port, "docker-registry")
 
     async def stop(self) -> None:
         await self.child.terminate()
