@@ -426,3 +426,26 @@ async def test_references_in_use_cannot_be_deleted(
 
     await wait_until(freed)
     assert (await api.delete("/api/v1/secrets/ssh-key", headers=admin)).status_code == 200
+
+
+async def test_delete_during_addon_installation_stops_it(
+    api: httpx.AsyncClient, admin: dict[str, str], refs: Platform, farm: SSHFarm, hosts: list[SSHHost]
+) -> None:
+    await add_template(refs.state.sessions, "slow", ["slow-addon"])
+    node_id = await register(api, admin, node_body(hosts[3], templateId="slow"))
+
+    async def installing() -> bool:
+        return await _log_contains(api, admin, node_id, "slow step 2")
+
+    await wait_until(installing)
+    started = time.monotonic()
+    assert (await api.delete(f"{NODES}/{node_id}", headers=admin)).status_code == 200
+
+    async def gone() -> bool:
+        async with refs.state.sessions() as session:
+            return await session.get(Node, node_id) is None
+
+    await wait_until(gone)
+    assert time.monotonic() - started < 5  # the 8-second addon was not waited for
+    described = await refs.state.temporal.get_workflow_handle(f"node/{node_id}").describe()
+    assert described.status is not None and described.status.name == "COMPLETED"

@@ -127,7 +127,7 @@ class NodeWorkflow:
                 await workflow.wait_condition(lambda t=task: t.done() or self._deleting)  # type: ignore[misc]
                 if not task.done():
                     task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, CancelledError):
+                with contextlib.suppress(asyncio.CancelledError, CancelledError, ActivityError):
                     await task
                 continue
             await workflow.wait_condition(
