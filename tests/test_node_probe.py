@@ -116,6 +116,7 @@ async def test_probe_moves_node_between_ready_and_ssh_failed(
     await until(failed)
     node = await node_view(api, admin, node_id)
     assert node["available"] is False and "refused" in node["message"].lower(), node
+    assert node["phaseChangedTime"] and node["lastProbeTime"]
     async with probed.state.sessions() as session:
         stored = await session.get(Node, node_id)
         assert stored is not None and stored.phase_changed_at is not None and stored.last_probe_at is not None

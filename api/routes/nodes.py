@@ -108,6 +108,8 @@ def node_detail(state: State, node: Node, flavor: NodeFlavor | None) -> NodeDeta
         port=node.port,
         ssh_secret_id=node.ssh_secret_id,
         host_key_fingerprint=node.host_key_fingerprint,
+        phase_changed_time=format_time(node.phase_changed_at),
+        last_probe_time=format_time(node.last_probe_at),
     )
 
 

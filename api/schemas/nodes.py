@@ -160,6 +160,8 @@ class NodeDetail(NodeItem):
     port: int
     ssh_secret_id: str
     host_key_fingerprint: str
+    phase_changed_time: str = Field(description="When the phase last changed")
+    last_probe_time: str = Field(description="When the scheduled probe last checked the node")
 
 
 class NodeLogs(ResponseModel):
