@@ -12,6 +12,7 @@ import asyncio
 import base64
 import hashlib
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,36 +259,26 @@ class ImageImportActivities:
         await self._progress(params.image_id, blob.digest, "downloading", offset, location)
         activity.heartbeat(_beat(blob, offset))
         hasher = hashlib.sha256()
-        chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=2)
-        reader = asyncio.create_task(
-            _read_blob(src, source.repository, blob.digest, chunk, offset, hasher, chunks)
-        )
         sent = 0
-        try:
-            pending = await chunks.get()
-            while pending is not None:
-                following = await chunks.get()
-                if following is None:
-                    break  # the last piece goes with the closing PUT
-                location = await dst.upload_chunk(repo, location, offset, pending)
-                offset += len(pending)
-                sent += len(pending)
+        async with src.open_blob(source.repository, blob.digest) as response:
+            stream = _SourceStream(response.aiter_raw(1024 * 1024), hasher, skip=offset)
+            while offset < blob.size:
+                length = min(chunk, blob.size - offset)
+                location = await dst.upload_chunk(repo, location, offset, stream.take(length), length)
+                offset += length
+                sent += length
                 await self._progress(params.image_id, blob.digest, "downloading", offset, location)
                 activity.heartbeat(_beat(blob, offset))
-                pending = following
-            read = await reader
-        finally:
-            reader.cancel()
+            await stream.drain()
         digest = "sha256:" + hasher.hexdigest()
-        if digest != blob.digest or (blob.size and read != blob.size):
+        if digest != blob.digest or stream.read != blob.size:
             await dst.cancel_upload(repo, location)
             raise ApplicationError(
-                f"blob {blob.digest} read from the source has digest {digest} ({read} bytes)",
+                f"blob {blob.digest} read from the source has digest {digest} ({stream.read} bytes)",
                 type="DigestMismatch",
             )
-        last = pending or b""
-        await dst.finish_upload(repo, location, blob.digest, last)
-        return sent + len(last)
+        await dst.finish_upload(repo, location, blob.digest)
+        return sent
 
     async def _resume_point(
         self, image_id: int, digest: str, dst: RegistryClient, repo: str
@@ -373,27 +364,46 @@ def _beat(blob: BlobPlan, offset: int) -> dict[str, Any]:
     return {"digest": blob.digest, "bytes": offset, "size": blob.size, "percent": percent(offset, blob.size)}
 
 
-async def _read_blob(
-    src: RegistryClient,
-    repository: str,
-    digest: str,
-    chunk: int,
-    skip: int,
-    hasher: Any,
-    out: asyncio.Queue[bytes | None],
-) -> int:
-    """Stream a blob into `out` in `chunk`-sized pieces (None ends it), hashing every byte but
-    passing on only what follows the first `skip` bytes; returns the bytes read."""
-    read = 0
-    async with src.open_blob(repository, digest) as response:
-        async for data in response.aiter_bytes(chunk):
-            hasher.update(data)
-            start, read = read, read + len(data)
-            if read <= skip:
+class _SourceStream:
+    """A source blob as a byte stream, hashed as it is read. The first `skip` bytes (already at the
+    target) are hashed but not passed on; `take` hands out the next bytes for one upload request."""
+
+    def __init__(self, pieces: AsyncIterator[bytes], hasher: Any, skip: int) -> None:
+        self._pieces = pieces
+        self._hasher = hasher
+        self._skip = skip
+        self._carry = b""
+        self.read = 0
+
+    async def _next(self) -> bytes:
+        if self._carry:
+            data, self._carry = self._carry, b""
+            return data
+        async for data in self._pieces:
+            await asyncio.to_thread(self._hasher.update, data)  # hashlib releases the GIL
+            start = self.read
+            self.read += len(data)
+            if self.read <= self._skip:
                 continue
-            await out.put(data[skip - start :] if start < skip else data)
-    await out.put(None)
-    return read
+            return data[self._skip - start :] if start < self._skip else data
+        return b""
+
+    async def take(self, limit: int) -> AsyncIterator[bytes]:
+        """The next `limit` bytes (fewer only when the source ends early)."""
+        given = 0
+        while given < limit:
+            data = await self._next()
+            if not data:
+                return
+            if given + len(data) > limit:
+                data, self._carry = data[: limit - given], data[limit - given :]
+            given += len(data)
+            yield data
+
+    async def drain(self) -> None:
+        """Read (and hash) whatever the source still sends, so a longer blob is noticed."""
+        while await self._next():
+            pass
 
 
 async def _expand(

@@ -95,7 +95,7 @@ async def api_import(http: httpx.AsyncClient, headers: dict[str, str], source: R
         ).json()
         if details["status"] != "importing":
             break
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
     elapsed = time.perf_counter() - start
     if details["status"] != "ready":
         raise RuntimeError(f"import failed: {details}")

@@ -199,7 +199,7 @@ class RegistryClient:
         stream: bool = False,
         ok: tuple[int, ...] = (200,),
         headers: dict[str, str] | None = None,
-        content: bytes | None = None,
+        content: bytes | AsyncIterator[bytes] | None = None,
     ) -> httpx.Response:
         """Send with credentials, answering one challenge; raise typed errors for non-`ok` statuses."""
         for attempt in range(3):
@@ -388,8 +388,17 @@ class RegistryClient:
         end = response.headers.get("Range", "0-0").rpartition("-")[2]
         return int(end) + 1 if end.isdigit() and int(end) > 0 else 0
 
-    async def upload_chunk(self, repository: str, location: str, offset: int, data: bytes) -> str:
-        """PATCH `data` at `offset`; returns the next location (which carries the new `_state`)."""
+    async def upload_chunk(
+        self,
+        repository: str,
+        location: str,
+        offset: int,
+        data: bytes | AsyncIterator[bytes],
+        length: int = -1,
+    ) -> str:
+        """PATCH `data` (bytes, or a stream of exactly `length` bytes) at `offset`; returns the next
+        location (which carries the new `_state`)."""
+        size = len(data) if isinstance(data, bytes) else length
         response = await self._send(
             "PATCH",
             location,
@@ -397,7 +406,8 @@ class RegistryClient:
             ok=(202,),
             headers={
                 "Content-Type": "application/octet-stream",
-                "Content-Range": f"{offset}-{offset + len(data) - 1}",
+                "Content-Range": f"{offset}-{offset + size - 1}",
+                "Content-Length": str(size),
             },
             content=data,
         )

@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     """Allow import sources on loopback addresses (tests and `up`); link-local is always refused."""
     images_parallel_layers: int = 6
     """How many blobs one import copies at once."""
-    images_chunk_bytes: int = 8 * 1024 * 1024
+    images_chunk_bytes: int = 32 * 1024 * 1024
     """Bytes per upload request (PATCH) when copying a blob: the unit of progress and resumption."""
     images_request_timeout_seconds: float = 60.0
     images_blob_timeout_seconds: int = 3600

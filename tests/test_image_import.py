@@ -289,3 +289,59 @@ async def test_worker_killed_mid_import_resumes_without_resending(
     # finished copies are in the history: the retried activity was the interrupted one only
     retried = [a for a in await activity_attempts(handle, "images.copy_blob") if a > 1]
     assert len(retried) == 1
+
+
+async def test_copy_resumes_a_recorded_upload_session(
+    api: object, platform: Platform, target: Registry, regs: dict[str, Registry]
+) -> None:
+    """A retried copy continues the session the last attempt recorded (nothing before it is re-sent)."""
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.image_import import ImageImportActivities
+    from domain.images import BlobCopy, BlobPlan, ResolveInput
+    from drivers.oci_registry import RegistryClient
+
+    source_reg = regs["source"]
+    await add_registry(platform, source_reg)
+    source = f"{source_reg.host}/big/data:1"
+    image_id, target_ref = await add_image(platform, source, target.host)
+    saved_chunk = platform.settings.images_chunk_bytes
+    platform.settings.images_chunk_bytes = 1024 * 1024
+    activities = ImageImportActivities(platform.state.sessions, platform.settings, platform.state.box)
+    env = ActivityEnvironment()
+    try:
+        plan = await env.run(activities.resolve, ResolveInput(image_id=image_id, source=source))
+        blob = max(plan.blobs, key=lambda b: b.size)
+        # an earlier attempt sent the first MiB and recorded its session
+        async with (
+            RegistryClient(source_reg.host, insecure=True) as src,
+            RegistryClient(target.host, insecure=True) as dst,
+        ):
+            head = (await src.read_blob("big/data", blob.digest))[: 1024 * 1024]
+            location = await dst.start_upload("sync/big/data")
+            location = await dst.upload_chunk("sync/big/data", location, 0, head)
+        async with platform.state.sessions() as session, session.begin():
+            await db.set_layer_progress(
+                session,
+                image_id=image_id,
+                digest=blob.digest,
+                status="downloading",
+                bytes_done=len(head),
+                now=utcnow(),
+                upload_url=location,
+            )
+        before = target.access_log()
+        copy = BlobCopy(
+            image_id=image_id, source=source, target=target_ref, blob=BlobPlan(**blob.model_dump())
+        )
+        result = await env.run(activities.copy_blob, copy)
+    finally:
+        platform.settings.images_chunk_bytes = saved_chunk
+        await activities.aclose()
+    assert result.outcome == "completed" and result.bytes_sent == blob.size - 1024 * 1024
+    new = target.access_log()[len(before) :]
+    assert not [r for r in new if r[0] == "POST" and "/blobs/uploads/" in r[1]]  # no new session
+    patches = [r for r in new if r[0] == "PATCH"]
+    assert len(patches) == -(-(blob.size - 1024 * 1024) // (1024 * 1024))
+    async with RegistryClient(target.host, insecure=True) as dst:
+        assert await dst.blob_size("sync/big/data", blob.digest) == blob.size
