@@ -1,6 +1,7 @@
 """Imports every model so `Base.metadata` is complete (Alembic and tests use it)."""
 
 from db.base import Base
+from db.clusters import Cluster, ClusterLog
 from db.image_registries import ImageRegistry
 from db.images import Image, ImageImportJob, ImageLayer
 from db.node_flavors import NodeFlavor
@@ -12,6 +13,8 @@ from db.users import User, UserToken
 
 __all__ = [
     "Base",
+    "Cluster",
+    "ClusterLog",
     "Image",
     "ImageImportJob",
     "ImageLayer",

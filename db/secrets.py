@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db.base import Base, UTCDateTime
+from db.clusters import cluster_ids_using_secret
 from db.encryption import DecryptionError, SecretBox
 from db.nodes import node_ids_using
 from domain.errors import Invalid, NotFound
@@ -52,9 +53,10 @@ async def list_secrets(
 async def secret_users(session: AsyncSession, *, secret_id: str) -> list[str]:
     """Ids of the nodes and clusters that reference the secret (a secret in use cannot be deleted).
 
-    Nodes by `sshSecretId`; clusters (by ssh and image secret ids) add their query when they exist.
+    Nodes by `sshSecretId`; clusters by their ssh and image secret ids.
     """
-    return await node_ids_using(session, "ssh_secret_id", secret_id)
+    nodes = await node_ids_using(session, "ssh_secret_id", secret_id)
+    return nodes + await cluster_ids_using_secret(session, secret_id=secret_id)
 
 
 def decrypt_params(box: SecretBox, secret: Secret) -> list[dict[str, Any]]:

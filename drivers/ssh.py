@@ -199,6 +199,19 @@ class SSHConnection:
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise Unreachable(f"cannot copy {remote_path} over SFTP: {exc}") from exc
 
+    def get(self, remote_path: str, *, max_bytes: int = 16 * 1024 * 1024) -> bytes:
+        """Read `remote_path` over SFTP (at most `max_bytes`); FileNotFoundError when it is missing."""
+        try:
+            sftp = paramiko.SFTPClient.from_transport(self._transport)
+            if sftp is None:
+                raise Unreachable("the server refused the SFTP subsystem")
+            with sftp, sftp.open(remote_path, "rb") as remote:
+                return bytes(remote.read(max_bytes))
+        except FileNotFoundError:
+            raise
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise Unreachable(f"cannot read {remote_path} over SFTP: {exc}") from exc
+
 
 def connect(target: SSHTarget, *, timeout: float) -> SSHConnection:
     """Dial, check the host key (trust on first use), authenticate; every step bounded by `timeout`."""
