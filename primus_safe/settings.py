@@ -96,9 +96,29 @@ class Settings(BaseSettings):
         default_factory=lambda: {
             "set_hostname": ["sudo", "-n", "hostnamectl", "set-hostname", "{hostname}"],
             "reboot": ["sudo", "-n", "reboot"],
+            "container_run": [
+                "sudo",
+                "-n",
+                "docker",
+                "run",
+                "--rm",
+                "--network",
+                "host",
+                "-v",
+                "{workdir}:/primus",
+                "{image}",
+            ],
         }
     )
-    """Commands that change the machine itself (PRIMUS_NODE_COMMANDS, JSON): name -> argv template."""
+    """Commands that change the machine itself (PRIMUS_NODE_COMMANDS, JSON): name -> argv template.
+
+    `container_run` runs the kubespray image with the cluster's work dir at /primus; the playbook
+    command is appended to it."""
+    cluster_provisioner: str = "hosts"
+    """Default provisioner of new clusters: `hosts` (no Kubernetes) or `kubespray`."""
+    cluster_provision_timeout_seconds: int = 7200
+    """Upper bound for one provisioning run (a kubespray playbook)."""
+    cluster_heartbeat_timeout_seconds: int = 60
     node_addon_dir: Path | None = None
     """Directory of addon scripts `<name>.sh`; default: the shipped `domain/addons`."""
 

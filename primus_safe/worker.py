@@ -21,6 +21,7 @@ from temporalio.client import (
 )
 from temporalio.worker import Worker
 
+from activities.cluster import ClusterActivities
 from activities.image_import import ImageImportActivities
 from activities.node import NodeActivities
 from activities.users import UserActivities
@@ -28,6 +29,7 @@ from db.encryption import SecretBox
 from db.session import SessionFactory
 from domain.nodes import ProbeInput
 from primus_safe.settings import Settings
+from workflows.cluster import ClusterWorkflow, NodeManageWorkflow
 from workflows.image_import import ImageImportWorkflow
 from workflows.node import NodeWorkflow, node_timings
 from workflows.node_probe import SCHEDULE_ID as NODE_PROBE_SCHEDULE
@@ -44,6 +46,8 @@ CONTROL_WORKFLOWS: list[type] = [
     NodeWorkflow,
     NodeProbeWorkflow,
     ImageImportWorkflow,
+    ClusterWorkflow,
+    NodeManageWorkflow,
 ]
 
 
@@ -51,6 +55,7 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
     """One worker per task queue; the control queue carries workflows and database activities."""
     users = UserActivities(sessions)
     nodes = NodeActivities(sessions, SecretBox(settings.encryption_key()), settings)
+    clusters = ClusterActivities(sessions, SecretBox(settings.encryption_key()), settings)
     control = Worker(
         client,
         task_queue=settings.queues.control,
@@ -63,12 +68,27 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
             nodes.finish,
             nodes.delete,
             nodes.probe_targets,
+            clusters.finish,
+            clusters.begin_delete,
+            clusters.abort_delete,
+            clusters.note,
+            clusters.remove,
+            clusters.node_finish,
         ],
     )
     ssh = Worker(
         client,
         task_queue=settings.queues.ssh,
-        activities=[nodes.reach, nodes.set_hostname, nodes.discover_facts, nodes.install_addons, nodes.probe],
+        activities=[
+            nodes.reach,
+            nodes.set_hostname,
+            nodes.discover_facts,
+            nodes.install_addons,
+            nodes.probe,
+            clusters.provision,
+            clusters.reset,
+            clusters.manage_node,
+        ],
         max_concurrent_activities=settings.ssh_max_parallel,
     )
     return [control, ssh, build_image_worker(client, settings, sessions)]

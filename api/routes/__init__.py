@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.routes.aliases import custom_router
+from api.routes.clusters import router as clusters_router
 from api.routes.image_registries import router as image_registries_router
 from api.routes.images import router as images_router
 from api.routes.node_flavors import router as node_flavors_router
@@ -23,6 +24,7 @@ ROUTERS: list[APIRouter] = [
     image_registries_router,
     nodes_router,
     images_router,
+    clusters_router,
 ]
 
 __all__ = ["ROUTERS", "custom_router"]

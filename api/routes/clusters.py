@@ -1,0 +1,422 @@
+"""Clusters: create, list, get, protect, delete, add/remove nodes, logs. Work runs in `cluster/<id>` and
+`node-manage/<nodeId>` workflows; the API only validates, records the request and starts them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from api.deps import Admin, CurrentUser, Paging, Session, State
+from api.routes.aliases import custom_router
+from api.schemas.clusters import (
+    ClusterDetail,
+    ClusterItem,
+    ClusterLogs,
+    CreateClusterRequest,
+    CreateClusterResponse,
+    ManageNodesRequest,
+    ManageNodesResponse,
+    UpdateClusterRequest,
+)
+from api.schemas.common import ERROR_RESPONSES, ListResponse
+from db import clusters as db
+from db import nodes as node_db
+from db.clusters import Cluster
+from db.nodes import Node
+from db.secrets import Secret
+from domain import clusters as rules
+from domain.errors import Conflict, Invalid, NotFound, not_found
+from domain.names import normalize_name
+from domain.nodes import READY as NODE_READY
+from domain.timefmt import format_time, utcnow
+from workflows.cluster import ClusterWorkflow, NodeManageWorkflow, cluster_timings
+from workflows.common import CLUSTER, PHASE, RESOURCE_ID, RESOURCE_TYPE, USER
+
+router = APIRouter(tags=["clusters"], responses=ERROR_RESPONSES)
+
+BUSY_NODE_PHASES = (rules.MANAGING, rules.UNMANAGING)
+
+
+# --- views ---------------------------------------------------------------------------------------
+
+
+def _phase(cluster: Cluster) -> str:
+    return rules.DELETING if cluster.deleting_at is not None else cluster.phase
+
+
+def cluster_item(cluster: Cluster) -> ClusterItem:
+    """The list view of a cluster."""
+    return ClusterItem(
+        cluster_id=cluster.id,
+        user_id=cluster.created_by,
+        phase=_phase(cluster),
+        is_protected=cluster.is_protected,
+        creation_time=format_time(cluster.created_at),
+    )
+
+
+def cluster_detail(cluster: Cluster) -> ClusterDetail:
+    """One cluster with its spec (never its kubeconfig)."""
+    return ClusterDetail(
+        **dict(cluster_item(cluster)),
+        description=cluster.description,
+        endpoint=cluster.endpoint,
+        ssh_secret_id=cluster.ssh_secret_id,
+        image_secret_id=cluster.image_secret_id,
+        nodes=list(cluster.control_plane_nodes),
+        kube_spray_image=cluster.kube_spray_image,
+        kube_pods_subnet=cluster.kube_pods_subnet,
+        kube_service_address=cluster.kube_service_address,
+        kube_network_plugin=cluster.kube_network_plugin,
+        kubernetes_version=cluster.kube_version,
+        kube_api_server_args=dict(cluster.kube_api_server_args),
+        labels=dict(cluster.labels),
+        provisioner=cluster.provisioner,
+        message=cluster.message,
+        step=cluster.step,
+    )
+
+
+async def _get(session: Session, cluster_id: str) -> Cluster:
+    cluster = await db.get_cluster(session, cluster_id=cluster_id)
+    if cluster is None:
+        raise not_found("Cluster", cluster_id)
+    return cluster
+
+
+# --- checks --------------------------------------------------------------------------------------
+
+
+async def _check_secret(session: Session, secret_id: str, kind: str, field: str) -> None:
+    secret = await session.get(Secret, secret_id)
+    if secret is None:
+        raise NotFound("Secret", secret_id)
+    if secret.type != kind:
+        raise Invalid(f"{field}: secret {secret_id} is of type {secret.type}, not {kind}")
+
+
+async def _usable_node(session: Session, node_id: str, cluster_id: str) -> Node:
+    """A registered node that is Ready, idle and in no other cluster."""
+    node = await node_db.get_node(session, node_id=node_id)
+    if node is None:
+        raise not_found("Node", node_id)
+    if node.cluster_id and node.cluster_id != cluster_id:
+        raise Conflict(f"the node({node_id}) is already in use by cluster {node.cluster_id}")
+    if node.step:
+        raise Conflict(f"the node({node_id}) is busy being onboarded; try again when it is Ready")
+    if node.phase != NODE_READY:
+        raise Conflict(f"the node({node_id}) is not ready (phase {node.phase or 'pending'})")
+    return node
+
+
+async def _reserve(session: Session, node_ids: Sequence[str], cluster_id: str, **values: str) -> None:
+    """Bind free nodes to the cluster in one statement; Conflict if another request took one first."""
+    result = await session.execute(
+        update(Node)
+        .where(Node.id.in_(node_ids), Node.cluster_id == "", Node.deleting_at.is_(None))
+        .values(cluster_id=cluster_id, updated_at=utcnow(), **values)
+    )
+    if result.rowcount != len(node_ids):  # type: ignore[attr-defined]
+        await session.rollback()
+        raise Conflict("a requested node was taken by another request; try again")
+
+
+def _attributes(
+    resource_type: str, resource_id: str, cluster_id: str, phase: str, user: str
+) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(RESOURCE_TYPE, resource_type),
+            SearchAttributePair(RESOURCE_ID, resource_id),
+            SearchAttributePair(CLUSTER, cluster_id),
+            SearchAttributePair(PHASE, phase),
+            SearchAttributePair(USER, user),
+        ]
+    )
+
+
+def _workflow_input(state: State, cluster: Cluster, *, create: bool) -> rules.ClusterWorkflowInput:
+    return rules.ClusterWorkflowInput(
+        cluster_id=cluster.id,
+        provisioner=cluster.provisioner,  # type: ignore[arg-type]
+        ssh_queue=state.settings.queues.ssh,
+        create=create,
+        deleting=not create,
+        timings=cluster_timings(state.settings),
+    )
+
+
+# --- endpoints -----------------------------------------------------------------------------------
+
+
+@router.post("/clusters", response_model=CreateClusterResponse, summary="Create a cluster (admin)")
+async def create_cluster(
+    body: CreateClusterRequest, caller: Admin, session: Session, state: State
+) -> CreateClusterResponse:
+    """Checks the nodes and secrets, records the cluster `Creating` and starts its workflow."""
+    cluster_id = normalize_name(body.name)
+    provisioner = body.provisioner or state.settings.cluster_provisioner
+    if provisioner not in rules.PROVISIONERS:
+        raise Invalid(f"provisioner: {provisioner!r} is not one of {', '.join(rules.PROVISIONERS)}")
+    if await db.get_cluster(session, cluster_id=cluster_id) is not None:
+        raise Conflict(f"cluster {cluster_id} already exists")
+    await _check_secret(session, body.ssh_secret_id, "ssh", "sshSecretId")
+    if body.image_secret_id:
+        await _check_secret(session, body.image_secret_id, "image", "imageSecretId")
+    for node_id in body.nodes:
+        await _usable_node(session, node_id, "")
+    now = utcnow()
+    cluster = Cluster(
+        id=cluster_id,
+        description=body.description,
+        labels=dict(body.labels),
+        is_protected=body.is_protected,
+        provisioner=provisioner,
+        control_plane_nodes=list(body.nodes),
+        ssh_secret_id=body.ssh_secret_id,
+        image_secret_id=body.image_secret_id or "",
+        kube_spray_image=body.kube_spray_image,
+        kube_pods_subnet=body.kube_pods_subnet,
+        kube_service_address=body.kube_service_address,
+        kube_network_plugin=body.kube_network_plugin,
+        kube_version=body.version,
+        kube_api_server_args=dict(body.kube_api_server_args),
+        phase=rules.CREATING,
+        step="",
+        message="",
+        endpoint="",
+        kubeconfig_encrypted="",
+        work_dir="",
+        created_by=caller.id,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(cluster)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        await session.rollback()
+        raise Conflict(f"cluster {cluster_id} already exists") from exc
+    await _reserve(session, body.nodes, cluster_id)
+    lines = [
+        f"cluster {cluster_id} requested by {caller.user.name}: provisioner {provisioner}, "
+        f"control-plane nodes {', '.join(body.nodes)}"
+    ]
+    db.add_log(session, cluster_id=cluster_id, lines=lines, at=now)
+    warning = rules.odd_count_warning(len(body.nodes))
+    if warning:
+        db.add_log(session, cluster_id=cluster_id, lines=[warning], at=now, level="WARN")
+    await session.commit()
+    try:
+        await state.temporal.start_workflow(
+            ClusterWorkflow.run,
+            _workflow_input(state, cluster, create=True),
+            id=rules.cluster_workflow_id(cluster_id),
+            task_queue=state.settings.queues.control,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            search_attributes=_attributes("cluster", cluster_id, cluster_id, rules.CREATING, caller.id),
+        )
+    except BaseException as exc:
+        await _undo_create(session, cluster_id)
+        if isinstance(exc, WorkflowAlreadyStartedError):
+            raise Conflict(f"cluster {cluster_id} is still being removed; try again shortly") from exc
+        raise
+    return CreateClusterResponse(cluster_id=cluster_id)
+
+
+async def _undo_create(session: Session, cluster_id: str) -> None:
+    """Remove what a create recorded when its workflow could not start."""
+    await session.rollback()
+    await session.execute(update(Node).where(Node.cluster_id == cluster_id).values(cluster_id=""))
+    cluster = await db.get_cluster(session, cluster_id=cluster_id)
+    if cluster is not None:
+        cluster.deleting_at = utcnow()
+        await session.flush()
+        await db.delete_cluster(session, cluster_id=cluster_id)
+    await session.commit()
+
+
+@router.get("/clusters", response_model=ListResponse[ClusterItem], summary="List clusters")
+async def list_clusters(_: CurrentUser, session: Session, page: Paging) -> ListResponse[ClusterItem]:
+    """Every cluster, sorted by id (any authenticated user)."""
+    total, clusters = await db.list_clusters(session, limit=page.limit, offset=page.offset)
+    return ListResponse[ClusterItem](total_count=total, items=[cluster_item(c) for c in clusters])
+
+
+@router.get("/clusters/{ClusterId}", response_model=ClusterDetail, summary="Get a cluster")
+async def get_cluster(ClusterId: str, _: CurrentUser, session: Session) -> ClusterDetail:
+    """One cluster (any authenticated user)."""
+    return cluster_detail(await _get(session, ClusterId))
+
+
+@router.patch("/clusters/{ClusterId}", response_model=None, summary="Protect or unprotect a cluster (admin)")
+async def update_cluster(ClusterId: str, body: UpdateClusterRequest, _: Admin, session: Session) -> None:
+    """Only `isProtected` changes."""
+    cluster = await _get(session, ClusterId)
+    if body.is_protected is not None:
+        cluster.is_protected = body.is_protected
+        cluster.updated_at = utcnow()
+    await session.commit()
+
+
+@custom_router.delete(
+    "/clusters/{ClusterId}",
+    response_model=None,
+    operation_id="deleteClusterCustom",
+    summary="Delete a cluster (admin; the documented /api/custom path)",
+    responses=ERROR_RESPONSES,
+)
+@router.delete("/clusters/{ClusterId}", response_model=None, summary="Delete a cluster (admin)")
+async def delete_cluster(ClusterId: str, caller: Admin, session: Session, state: State) -> None:
+    """Refused while protected, while workloads run or while nodes join or leave; the workflow
+    resets the cluster, unbinds its nodes and removes it."""
+    cluster = await _get(session, ClusterId)
+    if cluster.is_protected:
+        raise Conflict(f"the cluster {cluster.id} is protected, it can not be deleted")
+    if cluster.deleting_at is not None:
+        return
+    workloads = await db.running_workloads(session, cluster_id=cluster.id)
+    if workloads:
+        raise Conflict(f"some workloads are still in progress ({', '.join(workloads)}); terminate them first")
+    busy = [
+        n.id for n in await node_db.list_nodes(session, cluster_id=cluster.id) if n.phase in BUSY_NODE_PHASES
+    ]
+    if busy:
+        raise Conflict(f"nodes {', '.join(busy)} are joining or leaving the cluster; try again when done")
+    cluster.deleting_at = utcnow()
+    await session.commit()
+    try:
+        await state.temporal.start_workflow(
+            ClusterWorkflow.run,
+            _workflow_input(state, cluster, create=False),
+            id=rules.cluster_workflow_id(cluster.id),
+            task_queue=state.settings.queues.control,
+            start_signal="delete",
+            search_attributes=_attributes("cluster", cluster.id, cluster.id, rules.DELETING, caller.id),
+        )
+    except BaseException:
+        cluster.deleting_at = None
+        await session.commit()
+        raise
+
+
+@router.post(
+    "/clusters/{ClusterId}/nodes", response_model=ManageNodesResponse, summary="Add or remove nodes (admin)"
+)
+async def manage_cluster_nodes(
+    ClusterId: str, body: ManageNodesRequest, caller: Admin, session: Session, state: State
+) -> ManageNodesResponse:
+    """Every node is checked first (nothing starts when one is refused); each accepted node gets a
+    `node-manage/<nodeId>` workflow. Nodes already where they should be count as done."""
+    cluster = await _get(session, ClusterId)
+    if cluster.deleting_at is not None or cluster.phase != rules.READY:
+        raise Conflict(f"the cluster {cluster.id} is not ready (phase {_phase(cluster)})")
+    adding = body.action == "add"
+    fresh: list[str] = []  # nodes to bind (add) or to unbind (remove)
+    retry: list[str] = []  # nodes of this cluster whose join failed: joined again
+    done = 0
+    for node_id in body.node_ids:
+        node = await node_db.get_node(session, node_id=node_id)
+        if node is None:
+            raise not_found("Node", node_id)
+        if adding and node.cluster_id == cluster.id:
+            if node.phase == rules.MANAGED_FAILED:
+                retry.append(node_id)
+            elif node.phase in BUSY_NODE_PHASES:
+                raise Conflict(f"the node({node_id}) is already {node.phase.lower()}")
+            else:
+                done += 1
+        elif adding:
+            fresh.append((await _usable_node(session, node_id, cluster.id)).id)
+        elif not node.cluster_id:
+            done += 1
+        elif node.cluster_id != cluster.id:
+            raise Conflict(f"the node({node_id}) does not belong to cluster {cluster.id}")
+        elif node.is_control_plane:
+            raise Conflict(f"the node({node_id}) is a control-plane node and cannot leave the cluster")
+        elif node.phase in BUSY_NODE_PHASES:
+            raise Conflict(f"the node({node_id}) is already {node.phase.lower()}")
+        else:
+            fresh.append(node_id)
+    todo = fresh + retry
+    if not todo:
+        return ManageNodesResponse(total_count=len(body.node_ids), success_count=done)
+    phase = rules.MANAGING if adding else rules.UNMANAGING
+    if adding and fresh:
+        await _reserve(session, fresh, cluster.id, phase=phase)
+    await session.execute(
+        update(Node).where(Node.id.in_(todo)).values(phase=phase, message="", updated_at=utcnow())
+    )
+    now = utcnow()
+    db.add_log(session, cluster_id=cluster.id, lines=[f"{body.action} nodes {', '.join(todo)}"], at=now)
+    await session.commit()
+    started = await _start_node_workflows(state, session, cluster, todo, body.action, caller.id)
+    return ManageNodesResponse(total_count=len(body.node_ids), success_count=done + started)
+
+
+async def _start_node_workflows(
+    state: State, session: Session, cluster: Cluster, node_ids: list[str], action: str, user: str
+) -> int:
+    """Start one node-manage workflow per node; nodes whose workflow cannot start are put back."""
+    started = 0
+    for index, node_id in enumerate(node_ids):
+        try:
+            await state.temporal.start_workflow(
+                NodeManageWorkflow.run,
+                rules.NodeManageInput(
+                    node_id=node_id,
+                    cluster_id=cluster.id,
+                    action=action,  # type: ignore[arg-type]
+                    provisioner=cluster.provisioner,  # type: ignore[arg-type]
+                    ssh_queue=state.settings.queues.ssh,
+                    timings=cluster_timings(state.settings),
+                ),
+                id=rules.node_manage_workflow_id(node_id),
+                task_queue=state.settings.queues.control,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                search_attributes=_attributes(
+                    "node-manage",
+                    node_id,
+                    cluster.id,
+                    rules.MANAGING if action == "add" else rules.UNMANAGING,
+                    user,
+                ),
+            )
+            started += 1
+        except BaseException:
+            rest = node_ids[index:]
+            values = {"cluster_id": ""} if action == "add" else {}
+            await session.execute(update(Node).where(Node.id.in_(rest)).values(phase=NODE_READY, **values))
+            await session.commit()
+            raise
+    return started
+
+
+@router.get("/clusters/{ClusterId}/logs", response_model=ClusterLogs, summary="Cluster log (admin)")
+async def get_cluster_logs(
+    ClusterId: str,
+    _: Admin,
+    session: Session,
+    tail_lines: Annotated[int, Query(alias="tailLines", ge=1, le=100000)] = 1000,
+    since_seconds: Annotated[int | None, Query(alias="sinceSeconds", ge=1)] = None,
+) -> ClusterLogs:
+    """What creating, changing and tearing down the cluster printed (provisioner output included)."""
+    cluster = await _get(session, ClusterId)
+    since = utcnow() - timedelta(seconds=since_seconds) if since_seconds else None
+    lines = await db.tail_logs(session, cluster_id=cluster.id, tail=tail_lines, since=since)
+    return ClusterLogs(
+        cluster_id=cluster.id,
+        pod_id=rules.cluster_workflow_id(cluster.id),
+        logs=[f"{line.created_at:%Y-%m-%d %H:%M:%S} {line.level} {line.line}" for line in lines],
+    )
