@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from functools import partial
@@ -33,13 +33,22 @@ from domain import addon_catalogue
 from domain import nodes as rules
 from domain.errors import PrimusError
 from domain.timefmt import utcnow
-from drivers.ssh import CommandFailed, SSHConnection, SSHError, SSHTarget, Unreachable, connect
+from drivers.ssh import (
+    CommandFailed,
+    ConnectionPool,
+    SSHConnection,
+    SSHError,
+    SSHTarget,
+    Unreachable,
+    connect,
+)
 from primus_safe.settings import Settings
 
 T = TypeVar("T")
 ADDON_DIR = ".primus-safe/addons"
 LOG_FLUSH_SECONDS = 0.5
 WRITE_ATTEMPTS = 6
+POOL_IDLE_SECONDS = 30.0
 
 
 def _fail(message: str, kind: str, *, retryable: bool = False) -> ApplicationError:
@@ -59,6 +68,7 @@ class NodeActivities:
         self._box = box
         self._settings = settings
         self._threads = ThreadPoolExecutor(max_workers=settings.ssh_max_parallel, thread_name_prefix="ssh")
+        self._pool = ConnectionPool(idle_seconds=POOL_IDLE_SECONDS)
 
     # --- helpers ----------------------------------------------------------------------------------
 
@@ -89,14 +99,30 @@ class NodeActivities:
             known_fingerprint=node.host_key_fingerprint or None,
         )
 
-    async def _connect(self, node: Node) -> SSHConnection:
+    @contextlib.asynccontextmanager
+    async def _ssh(
+        self, node: Node, *, reuse: bool = True, keep: bool = True
+    ) -> AsyncIterator[SSHConnection]:
+        """A logged-in connection: from the pool when `reuse`, back into it afterwards when `keep`
+        (consecutive steps share one login); closed when the block raises."""
         target = await self._target(node)
+        conn = self._pool.take(target) if reuse else None
+        if conn is None:
+            try:
+                conn = await self._blocking(
+                    lambda: connect(target, timeout=self._settings.ssh_connect_timeout_seconds)
+                )
+            except SSHError as err:
+                raise _ssh_failure(err) from err
         try:
-            return await self._blocking(
-                lambda: connect(target, timeout=self._settings.ssh_connect_timeout_seconds)
-            )
-        except SSHError as err:
-            raise _ssh_failure(err) from err
+            yield conn
+        except BaseException:
+            conn.close()
+            raise
+        if keep:
+            self._pool.give(target, conn)
+        else:
+            conn.close()
 
     async def _write(self, write: Callable[[AsyncSession], Awaitable[None]]) -> None:
         """Run `write` in its own transaction, retrying while SQLite reports the database locked
@@ -165,15 +191,13 @@ class NodeActivities:
     async def reach(self, node_id: str) -> str:
         """Log in with the node's secret; trusts the host key on first use. Returns the fingerprint."""
         node = await self._begin(node_id, "reach")
-        conn = await self._connect(node)
-        try:
-            await self._blocking(
-                lambda: conn.run(["true"], timeout=self._settings.ssh_connect_timeout_seconds)
-            )
-        except SSHError as err:
-            raise _ssh_failure(err) from err
-        finally:
-            conn.close()
+        async with self._ssh(node, reuse=False) as conn:
+            try:
+                await self._blocking(
+                    lambda: conn.run(["true"], timeout=self._settings.ssh_connect_timeout_seconds)
+                )
+            except SSHError as err:
+                raise _ssh_failure(err) from err
         if not node.host_key_fingerprint:
             await self._update(node_id, host_key_fingerprint=conn.host_fingerprint)
             await self._log(node_id, f"trusted host key {conn.host_fingerprint} on first use")
@@ -191,23 +215,21 @@ class NodeActivities:
         template = self._settings.node_commands.get("set_hostname")
         if not template:
             raise _fail("no set_hostname command is configured (PRIMUS_NODE_COMMANDS)", "HostnameFailed")
-        conn = await self._connect(node)
-        try:
-            current = await self._blocking(lambda: conn.run(["hostname"], timeout=30).output.strip())
-            if current == node.hostname:
-                await self._log(node_id, f"host name is already {node.hostname}")
-                return False
-            argv = rules.render_command(template, hostname=node.hostname)
-            await self._run_logged(conn, node_id, argv, limit=60, beat=lambda: activity.heartbeat())
-        except CommandFailed as err:
-            await self._log(node_id, f"setting the host name failed: {err.reason}", level="ERROR")
-            raise _fail(
-                f"setting the host name to {node.hostname} failed: {err.reason}", "HostnameFailed"
-            ) from err
-        except SSHError as err:
-            raise _ssh_failure(err) from err
-        finally:
-            conn.close()
+        async with self._ssh(node) as conn:
+            try:
+                current = await self._blocking(lambda: conn.run(["hostname"], timeout=30).output.strip())
+                if current == node.hostname:
+                    await self._log(node_id, f"host name is already {node.hostname}")
+                    return False
+                argv = rules.render_command(template, hostname=node.hostname)
+                await self._run_logged(conn, node_id, argv, limit=60, beat=lambda: activity.heartbeat())
+            except CommandFailed as err:
+                await self._log(node_id, f"setting the host name failed: {err.reason}", level="ERROR")
+                raise _fail(
+                    f"setting the host name to {node.hostname} failed: {err.reason}", "HostnameFailed"
+                ) from err
+            except SSHError as err:
+                raise _ssh_failure(err) from err
         await self._log(node_id, f"host name set to {node.hostname}")
         return True
 
@@ -215,13 +237,11 @@ class NodeActivities:
     async def discover_facts(self, node_id: str) -> list[str]:
         """Read CPU, memory, GPUs and disks; compare with the flavor. Returns the mismatches."""
         node = await self._begin(node_id, "facts")
-        conn = await self._connect(node)
-        try:
-            result = await self._blocking(lambda: conn.run(["sh", "-c", rules.FACTS_SCRIPT], timeout=60))
-        except SSHError as err:
-            raise _ssh_failure(err) from err
-        finally:
-            conn.close()
+        async with self._ssh(node) as conn:
+            try:
+                result = await self._blocking(lambda: conn.run(["sh", "-c", rules.FACTS_SCRIPT], timeout=60))
+            except SSHError as err:
+                raise _ssh_failure(err) from err
         facts = rules.parse_facts(result.output)
         async with self._sessions() as session:
             flavor = await session.get(NodeFlavor, node.flavor_id)
@@ -263,42 +283,45 @@ class NodeActivities:
         if resume_index:
             await self._log(node_id, f"resuming addon installation at #{resume_index + 1}")
         template_cmd = self._settings.node_commands.get("run_addon") or ["sudo", "-n", "bash", "{script}"]
-        conn: SSHConnection | None = None
-        try:
-            for index, name in enumerate(addons):
-                if name in done:
-                    continue
-                step = {"step": rules.STEP_TITLES["addons"], "index": index, "addon": name}
-                activity.heartbeat(step)
-                script = self._addon_script(name)
-                if conn is None:
-                    conn = await self._connect(node)
-                    await self._blocking(partial(conn.run, ["mkdir", "-p", ADDON_DIR], timeout=30))
-                path = f"{ADDON_DIR}/{name}.sh"
-                await self._blocking(partial(conn.put, script.encode(), path, mode=0o700))
-                await self._log(node_id, f"addon {name} ({index + 1}/{len(addons)}) started")
+        todo = [(index, name) for index, name in enumerate(addons) if name not in done]
+        if todo:
+            async with self._ssh(node, keep=False) as conn:
                 try:
-                    await self._run_logged(
-                        conn,
-                        node_id,
-                        rules.render_command(template_cmd, script=path),
-                        limit=self._settings.ssh_command_timeout_seconds,
-                        beat=lambda s=step: activity.heartbeat(s),  # type: ignore[misc]
-                    )
-                except CommandFailed as err:
-                    message = f"addon {name} failed with exit code {err.exit_code}"
-                    await self._log(node_id, message, level="ERROR")
-                    raise _fail(f"{message}: {err.reason}"[:1000], "AddonFailed") from err
-                done.append(name)
-                await self._update(node_id, addons_done=list(done))
-                await self._log(node_id, f"addon {name} installed")
-        except SSHError as err:
-            raise _ssh_failure(err) from err
-        finally:
-            if conn is not None:
-                conn.close()
+                    await self._blocking(partial(conn.run, ["mkdir", "-p", ADDON_DIR], timeout=30))
+                    for index, name in todo:
+                        await self._install_one(conn, node_id, index, addons, template_cmd)
+                        done.append(name)
+                        await self._update(node_id, addons_done=list(done))
+                        await self._log(node_id, f"addon {name} installed")
+                except SSHError as err:
+                    raise _ssh_failure(err) from err
+        else:
+            self._pool.discard(await self._target(node))
         await self._update(node_id, addons_installed=True)
         return done
+
+    async def _install_one(
+        self, conn: SSHConnection, node_id: str, index: int, addons: list[str], template_cmd: list[str]
+    ) -> None:
+        name = addons[index]
+        step = {"step": rules.STEP_TITLES["addons"], "index": index, "addon": name}
+        activity.heartbeat(step)
+        script = self._addon_script(name)
+        path = f"{ADDON_DIR}/{name}.sh"
+        await self._blocking(partial(conn.put, script.encode(), path, mode=0o700))
+        await self._log(node_id, f"addon {name} ({index + 1}/{len(addons)}) started")
+        try:
+            await self._run_logged(
+                conn,
+                node_id,
+                rules.render_command(template_cmd, script=path),
+                limit=self._settings.ssh_command_timeout_seconds,
+                beat=partial(activity.heartbeat, step),
+            )
+        except CommandFailed as err:
+            message = f"addon {name} failed with exit code {err.exit_code}"
+            await self._log(node_id, message, level="ERROR")
+            raise _fail(f"{message}: {err.reason}"[:1000], "AddonFailed") from err
 
     def _addon_script(self, name: str) -> str:
         if rules.addon_name_error(name):
@@ -356,13 +379,10 @@ class NodeActivities:
         node = await self._load(node_id)
         reason = ""
         try:
-            conn = await self._connect(node)
-            try:
+            async with self._ssh(node, reuse=False, keep=False) as conn:
                 await self._blocking(
                     lambda: conn.run(["true"], timeout=self._settings.ssh_connect_timeout_seconds)
                 )
-            finally:
-                conn.close()
         except ApplicationError as err:
             reason = err.message
         except SSHError as err:

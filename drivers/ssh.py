@@ -14,6 +14,7 @@ import io
 import select
 import shlex
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -131,6 +132,10 @@ class SSHConnection:
     def close(self) -> None:
         """Close the transport (idempotent)."""
         self._transport.close()
+
+    def is_active(self) -> bool:
+        """The transport is still open and authenticated."""
+        return bool(self._transport.is_active() and self._transport.is_authenticated())
 
     def run(
         self,
@@ -262,3 +267,78 @@ def _authenticate(transport: paramiko.Transport, target: SSHTarget, where: str) 
         raise AuthenticationFailed(
             f"{where} rejected the credentials of user {target.username} ({'; '.join(errors)})"
         )
+
+
+class ConnectionPool:
+    """Authenticated connections kept idle for a short while so consecutive steps on one host
+    share a login. A connection is lent to one user at a time; expired ones are closed on the next
+    `take` or `give`. Thread-safe."""
+
+    def __init__(self, idle_seconds: float = 30.0, max_idle: int = 512) -> None:
+        self._idle_seconds = idle_seconds
+        self._max_idle = max_idle
+        self._idle: dict[tuple[str, int, str, str], list[tuple[SSHConnection, float]]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(target: SSHTarget) -> tuple[str, int, str, str]:
+        secret = hashlib.sha256(f"{target.password}\0{target.private_key_pem}".encode()).hexdigest()
+        return (target.host, target.port, target.username, secret)
+
+    def take(self, target: SSHTarget) -> SSHConnection | None:
+        """A live idle connection for exactly this target and trusted host key, or None."""
+        found: SSHConnection | None = None
+        with self._lock:
+            stale = self._expire()
+            entries = self._idle.get(self._key(target), [])
+            while entries and found is None:
+                conn, _ = entries.pop()
+                if conn.is_active() and conn.host_fingerprint == (
+                    target.known_fingerprint or conn.host_fingerprint
+                ):
+                    found = conn
+                else:
+                    stale.append(conn)
+        for conn in stale:
+            conn.close()
+        return found
+
+    def give(self, target: SSHTarget, conn: SSHConnection) -> None:
+        """Keep `conn` for a later `take` (closed instead when dead or the pool is full)."""
+        with self._lock:
+            stale = self._expire()
+            size = sum(len(v) for v in self._idle.values())
+            if conn.is_active() and size < self._max_idle:
+                self._idle.setdefault(self._key(target), []).append((conn, time.monotonic()))
+            else:
+                stale.append(conn)
+        for old in stale:
+            old.close()
+
+    def discard(self, target: SSHTarget) -> None:
+        """Close the idle connections to `target` (its last step is done)."""
+        with self._lock:
+            entries = self._idle.pop(self._key(target), [])
+        for conn, _ in entries:
+            conn.close()
+
+    def close_all(self) -> None:
+        """Close every idle connection."""
+        with self._lock:
+            idle = [conn for entries in self._idle.values() for conn, _ in entries]
+            self._idle.clear()
+        for conn in idle:
+            conn.close()
+
+    def _expire(self) -> list[SSHConnection]:
+        deadline = time.monotonic() - self._idle_seconds
+        stale: list[tuple[SSHConnection, float]] = []
+        for key in list(self._idle):
+            keep: list[tuple[SSHConnection, float]] = []
+            for conn, since in self._idle[key]:
+                (keep if since >= deadline else stale).append((conn, since))
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+        return [conn for conn, _ in stale]

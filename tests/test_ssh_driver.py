@@ -11,6 +11,7 @@ import pytest
 from drivers.ssh import (
     AuthenticationFailed,
     CommandFailed,
+    ConnectionPool,
     HostKeyChanged,
     SSHTarget,
     Unreachable,
@@ -94,3 +95,24 @@ def test_command_failure_streaming_and_sftp(farm: SSHFarm, host: SSHHost) -> Non
         conn.put(b"#!/bin/sh\necho copied\n", "copied.sh", mode=0o700)
         assert conn.run(["./copied.sh"], timeout=5).output == "copied\n"
         assert conn.run(["stat", "-c", "%a", "copied.sh"], timeout=5).output.strip() == "700"
+
+
+def test_pool_lends_a_login_only_for_the_same_target(farm: SSHFarm, host: SSHHost) -> None:
+    pool = ConnectionPool(idle_seconds=0.5)
+    by_password = target(farm, host, password=farm.password)
+    conn = connect(by_password, timeout=5)
+    pool.give(by_password, conn)
+    assert pool.take(target(farm, host, password="other")) is None  # other credentials
+    assert (
+        pool.take(target(farm, host, password=farm.password, known_fingerprint="ssh-ed25519 SHA256:x"))
+        is None
+    )
+    # the mismatching take above closed the pooled connection rather than lend it
+    assert not conn.is_active()
+    again = connect(by_password, timeout=5)
+    pool.give(by_password, again)
+    assert pool.take(by_password) is again and again.is_active()
+    pool.give(by_password, again)
+    time.sleep(0.6)
+    assert pool.take(by_password) is None and not again.is_active()  # expired and closed
+    pool.close_all()
