@@ -6,6 +6,7 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from cryptography.fernet import Fernet
 from pydantic import Field
@@ -79,6 +80,8 @@ class Settings(BaseSettings):
     images_blob_timeout_seconds: int = 3600
     """Upper bound for copying one blob."""
     images_heartbeat_timeout_seconds: int = 30
+    images_progress_interval_seconds: float = 1.0
+    """How often a blob copy shows its progress inside an upload request."""
 
     node_probe_interval_seconds: int = 300
     """How often the `system/node-probe` schedule checks every node's SSH reachability."""
@@ -114,7 +117,7 @@ class Settings(BaseSettings):
 
     `container_run` runs the kubespray image with the cluster's work dir at /primus; the playbook
     command is appended to it."""
-    cluster_provisioner: str = "hosts"
+    cluster_provisioner: Literal["hosts", "kubespray"] = "hosts"
     """Default provisioner of new clusters: `hosts` (no Kubernetes) or `kubespray`."""
     cluster_provision_timeout_seconds: int = 7200
     """Upper bound for one provisioning run (a kubespray playbook)."""

@@ -421,3 +421,31 @@ async def test_bad_input_records_and_starts_nothing(
     assert gone.status_code == 404 and "nope" in gone.json()["errorMessage"]
     assert (await api.delete(f"{CLUSTERS}/{cluster_id}", headers=admin)).status_code == 200
     await wait_for_gone(api, admin, cluster_id)
+
+
+async def test_embedded_flow_through_the_api_only(
+    api: httpx.AsyncClient, admin: dict[str, str], refs: Platform, farm: SSHFarm, hosts: list[SSHHost]
+) -> None:
+    """What a user of `primus-safe up` does: secret, flavor, template, node, cluster, all over HTTP."""
+    calls = [
+        (
+            "/api/v1/secrets",
+            {"name": "up-ssh", "type": "ssh", "params": [{"username": farm.user, "password": farm.password}]},
+        ),
+        ("/api/v1/nodeflavors", {"name": "up-flavor", **this_machine_flavor()}),
+        ("/api/v1/nodetemplates", {"templateId": "up-template", "addOnTemplates": []}),
+    ]
+    for path, body in calls:
+        resp = await api.post(path, json=body, headers=admin)
+        assert resp.status_code == 200, (path, resp.text)
+    node_id = await ready_node(
+        api, admin, hosts[0], flavorId="up-flavor", templateId="up-template", sshSecretId="up-ssh"
+    )
+    cluster_id = await create(api, admin, cluster_body(unique("up"), [node_id], sshSecretId="up-ssh"))
+    cluster = await wait_for_cluster(api, admin, cluster_id, phases=("Ready", "Failed"))
+    assert cluster["phase"] == "Ready", cluster
+    lines = await logs(api, admin, cluster_id)
+    assert any(f"[{node_id}] pods directory ready" in line for line in lines), lines
+    assert (await node(api, admin, node_id))["isControlPlane"] is True
+    assert (await api.delete(f"/api/custom/clusters/{cluster_id}", headers=admin)).status_code == 200
+    await wait_for_gone(api, admin, cluster_id)

@@ -167,8 +167,6 @@ async def create_cluster(
     """Checks the nodes and secrets, records the cluster `Creating` and starts its workflow."""
     cluster_id = normalize_name(body.name)
     provisioner = body.provisioner or state.settings.cluster_provisioner
-    if provisioner not in rules.PROVISIONERS:
-        raise Invalid(f"provisioner: {provisioner!r} is not one of {', '.join(rules.PROVISIONERS)}")
     if await db.get_cluster(session, cluster_id=cluster_id) is not None:
         raise Conflict(f"cluster {cluster_id} already exists")
     await _check_secret(session, body.ssh_secret_id, "ssh", "sshSecretId")
