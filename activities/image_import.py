@@ -262,14 +262,18 @@ class ImageImportActivities:
         sent = 0
         async with src.open_blob(source.repository, blob.digest) as response:
             stream = _SourceStream(response.aiter_raw(1024 * 1024), hasher, skip=offset)
-            while offset < blob.size:
-                length = min(chunk, blob.size - offset)
-                location = await dst.upload_chunk(repo, location, offset, stream.take(length), length)
-                offset += length
-                sent += length
-                await self._progress(params.image_id, blob.digest, "downloading", offset, location)
-                activity.heartbeat(_beat(blob, offset))
-            await stream.drain()
+            reporter = asyncio.create_task(self._report_in_flight(params.image_id, blob, stream))
+            try:
+                while offset < blob.size:
+                    length = min(chunk, blob.size - offset)
+                    location = await dst.upload_chunk(repo, location, offset, stream.take(length), length)
+                    offset += length
+                    sent += length
+                    await self._progress(params.image_id, blob.digest, "downloading", offset, location)
+                    activity.heartbeat(_beat(blob, offset))
+                await stream.drain()
+            finally:
+                reporter.cancel()
         digest = "sha256:" + hasher.hexdigest()
         if digest != blob.digest or stream.read != blob.size:
             await dst.cancel_upload(repo, location)
@@ -279,6 +283,17 @@ class ImageImportActivities:
             )
         await dst.finish_upload(repo, location, blob.digest)
         return sent
+
+    async def _report_in_flight(self, image_id: int, blob: BlobPlan, stream: _SourceStream) -> None:
+        """Every progress interval, show the bytes sent so far (inside a request, too)."""
+        while True:
+            await asyncio.sleep(self._settings.images_progress_interval_seconds)
+            position = stream.position
+            async with self._sessions() as session, session.begin():
+                await db.set_layer_percent(
+                    session, image_id=image_id, digest=blob.digest, progress=percent(position, blob.size)
+                )
+            activity.heartbeat(_beat(blob, position))
 
     async def _resume_point(
         self, image_id: int, digest: str, dst: RegistryClient, repo: str
@@ -374,6 +389,12 @@ class _SourceStream:
         self._skip = skip
         self._carry = b""
         self.read = 0
+        self.given = 0
+
+    @property
+    def position(self) -> int:
+        """Offset in the blob of the next byte to hand out."""
+        return self._skip + self.given
 
     async def _next(self) -> bytes:
         if self._carry:
@@ -398,6 +419,7 @@ class _SourceStream:
             if given + len(data) > limit:
                 data, self._carry = data[: limit - given], data[limit - given :]
             given += len(data)
+            self.given += len(data)
             yield data
 
     async def drain(self) -> None:

@@ -296,6 +296,17 @@ async def record_external_progress(
         layer.bytes_done = layer.size * progress // 100
 
 
+async def set_layer_percent(session: AsyncSession, *, image_id: int, digest: str, progress: int) -> None:
+    """Show a blob's progress (percent) without touching its resumable upload offset."""
+    await session.execute(
+        update(ImageLayer)
+        .where(
+            ImageLayer.image_id == image_id, ImageLayer.digest == digest, ImageLayer.status == "downloading"
+        )
+        .values(progress=progress)
+    )
+
+
 async def get_layer(session: AsyncSession, *, image_id: int, digest: str) -> ImageLayer | None:
     """One blob row of an import, or None."""
     query = select(ImageLayer).where(ImageLayer.image_id == image_id, ImageLayer.digest == digest)
