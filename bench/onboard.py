@@ -20,6 +20,7 @@ import base64
 import contextlib
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import sysconfig
@@ -32,12 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 from cryptography.fernet import Fernet
+from sqlalchemy import select
 
 from api.app import create_app
 from api.state import AppState
 from db.migrate import upgrade
 from db.node_flavors import NodeFlavor
 from db.node_templates import NodeTemplate
+from db.nodes import Node
 from db.secrets import Secret
 from domain.timefmt import utcnow
 from primus_safe.bootstrap import ensure_admin
@@ -126,6 +129,19 @@ async def seed(state: AppState, farm: SSHFarm) -> None:
         )
 
 
+async def report_per_node(state: AppState) -> None:
+    """Print how long single nodes took from registration to their final phase."""
+    async with state.sessions() as session:
+        rows = (await session.execute(select(Node.created_at, Node.phase_changed_at))).all()
+    spans = sorted((changed - created).total_seconds() for created, changed in rows if changed)
+    if spans:
+        print(
+            f"  per node, registration -> final phase: min {spans[0]:.2f} s, "
+            f"median {statistics.median(spans):.2f} s, max {spans[-1]:.2f} s",
+            flush=True,
+        )
+
+
 async def onboard(settings: Settings, farm: SSHFarm, hosts: list[SSHHost]) -> tuple[float, dict[str, int]]:
     """Register every host through the API; seconds until all are Ready, and the final phases."""
     app = create_app(settings)
@@ -179,7 +195,9 @@ async def onboard(settings: Settings, farm: SSHFarm, hosts: list[SSHHost]) -> tu
                     if phases.get("Ready") == len(hosts) or settled:
                         break
                     await asyncio.sleep(0.1)
-                return time.monotonic() - started, phases
+                elapsed = time.monotonic() - started
+                await report_per_node(state)
+                return elapsed, phases
         finally:
             stop.set()
             with contextlib.suppress(Exception):
@@ -222,7 +240,7 @@ async def main() -> None:
     n = len(hosts)
     print()
     print(f"{'what':72} {'seconds':>8}")
-    label = f"primus-safe: {n} nodes registered -> all Ready (3 SSH steps + 1 addon)"
+    label = f"primus-safe: {n} nodes registered -> all Ready (reach, facts, 1 addon)"
     print(f"{label:72} {primus_seconds:8.2f}")
     print(f"{f'ansible: `true` on {n} hosts, default forks (5)':72} {default_seconds:8.2f}")
     print(f"{f'ansible: `true` on {n} hosts, forks={n}':72} {forks_seconds:8.2f}")
