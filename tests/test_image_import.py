@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
 
 from db import images as db
 from db.image_registries import ImageRegistry
@@ -289,6 +291,9 @@ async def test_worker_killed_mid_import_resumes_without_resending(
     # finished copies are in the history: the retried activity was the interrupted one only
     retried = [a for a in await activity_attempts(handle, "images.copy_blob") if a > 1]
     assert len(retried) == 1
+    # the recorded history (with its retry) replays deterministically on the current workflow code
+    replayer = Replayer(workflows=[ImageImportWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(await handle.fetch_history())
 
 
 async def test_copy_resumes_a_recorded_upload_session(
