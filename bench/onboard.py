@@ -93,11 +93,24 @@ def run_ansible(ansible: Path, farm: SSHFarm, hosts: list[SSHHost], work: Path, 
     started = time.monotonic()
     result = subprocess.run(argv, env=env, capture_output=True, text=True)
     elapsed = time.monotonic() - started
+    stop_ssh_masters(work / "ansible-cp")
     if result.returncode != 0:
         raise RuntimeError(
             f"ansible failed ({result.returncode}): {result.stdout[-2000:]}{result.stderr[-2000:]}"
         )
     return elapsed
+
+
+def stop_ssh_masters(control_dir: Path) -> None:
+    """Ask every ControlPersist master ansible left behind to exit (they would linger 60 s)."""
+    if not control_dir.is_dir():
+        return
+    for socket_path in control_dir.iterdir():
+        subprocess.run(
+            ["ssh", "-o", f"ControlPath={socket_path}", "-O", "exit", "unused"],
+            capture_output=True,
+            check=False,
+        )
 
 
 async def seed(state: AppState, farm: SSHFarm) -> None:
