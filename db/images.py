@@ -244,23 +244,32 @@ async def registry_for_host(session: AsyncSession, *, host: str) -> ImageRegistr
 async def source_endpoint(
     session: AsyncSession, box: SecretBox, *, host: str, api_host: str, registry_id: int | None
 ) -> SourceEndpoint:
-    """Credentials for a source: the named registry, else one whose URL names `host`, else the
-    first image secret with a credential for `host`, else anonymous (TLS verified)."""
+    """How to reach a source: the named image registry, else the one whose URL names `host`, else
+    Docker-style defaults (TLS verified). Credentials come from that registry, or, when it has none,
+    from the first image secret with a credential for `host`; else the pull is anonymous."""
     registry = await get_registry(session, registry_id=registry_id) if registry_id else None
     if registry is None:
         registry = await registry_for_host(session, host=host)
+    location, scheme, insecure, username, password = api_host, None, False, "", ""
     if registry is not None:
         location, scheme = registry_location(registry.url)
-        username, password = registry_credentials(box, registry)
         if location == host and host != api_host:
             location = api_host
-        return SourceEndpoint(location, scheme, username, password, registry.insecure, registry.id)
+        insecure = registry.insecure
+        username, password = registry_credentials(box, registry)
+    if not username:
+        username, password = await secret_credentials(session, box, host=host)
+    return SourceEndpoint(location, scheme, username, password, insecure, registry.id if registry else None)
+
+
+async def secret_credentials(session: AsyncSession, box: SecretBox, *, host: str) -> tuple[str, str]:
+    """(username, password) of the first image secret with a credential for `host`, else ("", "")."""
     _, secrets = await list_secrets(session, types=["image"], limit=1000, offset=0)
     for secret in secrets:
         for credential in load_image_credentials(box, secret):
             if registry_host(credential.server) == host:
-                return SourceEndpoint(api_host, None, credential.username, credential.password, False, None)
-    return SourceEndpoint(api_host, None, "", "", False, None)
+                return credential.username, credential.password
+    return "", ""
 
 
 async def registry_by_name(session: AsyncSession, *, name: str) -> ImageRegistry | None:

@@ -347,3 +347,24 @@ async def test_list_paging_order_and_filters(
         }
     )
     assert (await api.get("/api/v1/images", params={"page_size": 0}, headers=alice)).status_code == 400
+
+
+async def test_credentials_from_an_image_secret(
+    api: httpx.AsyncClient, admin: dict[str, str], alice: dict[str, str], regs: dict[str, Registry]
+) -> None:
+    """The registry entry says how to reach the host (plain HTTP); an image secret has the login."""
+    locked = regs["locked"]
+    await add_registry(api, admin, locked)
+    param = {
+        "server": f"http://{locked.host}",
+        "username": locked.username,
+        "password": base64.b64encode(locked.password.encode()).decode(),
+    }
+    resp = await api.post(
+        "/api/v1/secrets", json={"name": "pull-creds", "type": "image", "params": [param]}, headers=admin
+    )
+    assert resp.status_code == 200, resp.text
+    answer = await start_import(api, alice, f"{locked.host}/private/app:1")
+    assert answer["state"] == 1, answer
+    assert (await wait_done(api, alice, answer["imageId"]))["status"] == "ready"
+    assert skopeo_digest(regs["internal"], "sync/private/app:1") == skopeo_digest(locked, "private/app:1")
