@@ -120,7 +120,7 @@ def page_params(default_limit: int) -> object:
 
     def _page(
         limit: Annotated[int, Query(ge=1, le=10000, description="Page size")] = default_limit,
-        offset: Annotated[int, Query(ge=0, description="Items to skip")] = 0,
+        offset: Annotated[int, Query(ge=0, le=2**31 - 1, description="Items to skip")] = 0,
     ) -> Page:
         return Page(limit=limit, offset=offset)
 
