@@ -15,7 +15,6 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
-from rich.table import Table
 
 from db import migrate
 from db.session import create_engine, session_factory
@@ -138,16 +137,16 @@ def report_admin(result: AdminBootstrap) -> None:
 
 
 def print_urls(settings: Settings, ports: EmbeddedPorts, services: list[EmbeddedService]) -> None:
-    table = Table(show_header=False, box=None, padding=(0, 2))
+    """Where everything is, one line each (lines are never wrapped, so URLs stay whole in logs)."""
     base = f"http://127.0.0.1:{ports.api}"
-    table.add_row("API", f"{base}/api/v1")
-    table.add_row("OpenAPI docs", f"{base}/docs")
+    rows = {"API": f"{base}/api/v1", "OpenAPI docs": f"{base}/docs"}
     for service in services:
-        for label, url in service.urls().items():
-            table.add_row(label, url)
-    table.add_row("Data", str(settings.data_dir))
+        rows.update(service.urls())
+    rows["Data"] = str(settings.data_dir)
+    width = max(map(len, rows))
     console.print("[bold green]Primus-SaFE is running[/]")
-    console.print(table)
+    for label, url in rows.items():
+        console.print(f"  [bold]{escape(label.ljust(width))}[/]  {escape(url)}", highlight=False)
     console.print("Press Ctrl-C to stop.")
 
 
