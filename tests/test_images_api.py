@@ -6,16 +6,20 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 
 from drivers.oci_registry import RegistryClient
 from tests.conftest import Platform
 from tests.fixtures.registry import (
     Registry,
+    Throttle,
     multi_arch_image,
+    random_image,
     restart_empty,
     running_registries,
     skopeo_digest,
@@ -368,3 +372,44 @@ async def test_credentials_from_an_image_secret(
     assert answer["state"] == 1, answer
     assert (await wait_done(api, alice, answer["imageId"]))["status"] == "ready"
     assert skopeo_digest(regs["internal"], "sync/private/app:1") == skopeo_digest(locked, "private/app:1")
+
+
+async def test_delete_while_importing_cancels_the_workflow(
+    api: httpx.AsyncClient,
+    admin: dict[str, str],
+    alice: dict[str, str],
+    platform: Platform,
+    regs: dict[str, Registry],
+    tmp_path: Path,
+) -> None:
+    source = regs["source"]
+    skopeo_push(random_image(tmp_path / "slow", layers=2, layer_bytes=4 * 1024 * 1024), source, "slow/data:1")
+    throttle = Throttle(upstream_port=source.port, port=15006, bytes_per_second=1024 * 1024)
+    await throttle.start()
+    try:
+        resp = await api.post(
+            "/api/v1/image-registries",
+            json={"name": "slow", "url": f"http://{throttle.host}", "insecure": True},
+            headers=admin,
+        )
+        assert resp.status_code == 200, resp.text
+        answer = await start_import(api, alice, f"{throttle.host}/slow/data:1")
+        image_id = answer["imageId"]
+        for _ in range(200):
+            details = (await api.get(f"/api/v1/images/{image_id}/importing-details", headers=alice)).json()
+            if any(v["status"] == "downloading" for v in details["layersDetail"].values()):
+                break
+            await asyncio.sleep(0.05)
+        assert details["status"] == "importing"
+        assert (await api.delete(f"/api/v1/images/{image_id}", headers=alice)).status_code == 200
+        handle = platform.state.temporal.get_workflow_handle(f"image-import/{image_id}")
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(handle.result(), 30)
+        assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+        assert (
+            await api.get(f"/api/v1/images/{image_id}/importing-details", headers=alice)
+        ).status_code == 404
+        async with RegistryClient(regs["internal"].host, insecure=True) as client:
+            assert await client.manifest_digest("sync/slow/data", "1") is None
+    finally:
+        await throttle.stop()

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 from workflows.common import PHASE
 
@@ -98,6 +98,8 @@ class ImageImportWorkflow:
                 retry_policy=REGISTRY_RETRY,
             )
         except ActivityError as err:
+            if is_cancelled_exception(err):
+                raise  # the image was deleted: the workflow ends as cancelled
             message = failure_message(err)
             await self._finish(spec, STATUS_FAILED, message)
             return ImportResult(image_id=spec.image_id, status=STATUS_FAILED, message=message)
