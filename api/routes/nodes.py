@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
 from api.deps import Admin, Caller, CurrentUser, Session, State
@@ -37,6 +38,7 @@ from workflows.node import NodeWorkflow, NodeWorkflowInput, node_timings, workfl
 router = APIRouter(tags=["nodes"], responses=ERROR_RESPONSES)
 
 DEFAULT_LIMIT = 100
+INSERT_ATTEMPTS = 6
 
 
 # --- views ---------------------------------------------------------------------------------------
@@ -185,6 +187,23 @@ def _attributes(node: Node) -> TypedSearchAttributes:
     )
 
 
+async def _insert(session: Session, node: Node) -> None:
+    """Insert the node; 409 for a taken IP. SQLite may report the database locked while many
+    nodes onboard at once: the insert is retried a few times before giving up."""
+    for attempt in range(INSERT_ATTEMPTS):
+        session.add(node)
+        try:
+            await session.commit()
+            return
+        except IntegrityError as exc:
+            raise Conflict(f"a node with privateIP {node.private_ip} already exists") from exc
+        except OperationalError as exc:
+            await session.rollback()
+            if "locked" not in str(exc) or attempt == INSERT_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(0.1 * 2**attempt)
+
+
 # --- endpoints -----------------------------------------------------------------------------------
 
 
@@ -221,11 +240,7 @@ async def create_node(
         created_at=now,
         updated_at=now,
     )
-    session.add(node)
-    try:
-        await session.commit()
-    except IntegrityError as exc:
-        raise Conflict(f"a node with privateIP {body.private_ip} already exists") from exc
+    await _insert(session, node)
     try:
         await state.temporal.start_workflow(
             NodeWorkflow.run,
