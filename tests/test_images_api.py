@@ -413,3 +413,29 @@ async def test_delete_while_importing_cancels_the_workflow(
             assert await client.manifest_digest("sync/slow/data", "1") is None
     finally:
         await throttle.stop()
+
+
+async def test_blobs_of_an_imported_image_are_mounted_not_resent(
+    api: httpx.AsyncClient,
+    admin: dict[str, str],
+    alice: dict[str, str],
+    regs: dict[str, Registry],
+    tmp_path: Path,
+) -> None:
+    source = regs["source"]
+    skopeo_push(small_image(tmp_path / "copy"), source, "other/app:1")  # same blobs as team/app:1
+    await add_registry(api, admin, source)
+    first = await start_import(api, alice, f"{source.host}/team/app:1")
+    assert (await wait_done(api, alice, first["imageId"]))["status"] == "ready"
+    internal = regs["internal"]
+    before = len(internal.access_log())
+    second = await start_import(api, alice, f"{source.host}/other/app:1")
+    details = await wait_done(api, alice, second["imageId"])
+    assert details["status"] == "ready"
+    assert {v["status"] for v in details["layersDetail"].values()} == {"mounted"}
+    new = internal.access_log()[before:]
+    assert [r for r in new if r[0] == "POST"] and all(
+        "mount=" in r[1] and r[2] == 201 for r in new if r[0] == "POST"
+    )
+    assert not [r for r in new if r[0] in ("PATCH",) or (r[0] == "PUT" and "/blobs/" in r[1])]
+    assert skopeo_digest(internal, "sync/other/app:1") == skopeo_digest(source, "other/app:1")
