@@ -174,7 +174,13 @@ class ClusterActivities:
                     node_db.add_log(session, node_id=node_id, lines=lines, at=now, level=level)
 
     async def _streamed(
-        self, cluster_id: str, step: str, work: Callable[[Callable[[str], None]], T], *, node_id: str = ""
+        self,
+        cluster_id: str,
+        step: str,
+        provisioner: Provisioner,
+        work: Callable[[Callable[[str], None]], T],
+        *,
+        node_id: str = "",
     ) -> T:
         """Run a blocking provisioner call, storing each printed line while it runs; heartbeats progress."""
         details = activity.info().heartbeat_details
@@ -195,7 +201,11 @@ class ClusterActivities:
 
         job = loop.run_in_executor(self._threads, lambda: work(on_line))
         while True:
-            done, _ = await asyncio.wait({job}, timeout=LOG_FLUSH_SECONDS)
+            try:
+                done, _ = await asyncio.wait({job}, timeout=LOG_FLUSH_SECONDS)
+            except asyncio.CancelledError:
+                await self._stop(cluster_id, step, provisioner, job, node_id)
+                raise
             batch = []
             while not lines.empty():
                 batch.append(lines.get_nowait())
@@ -210,6 +220,17 @@ class ClusterActivities:
         except (ProvisionFailed, SSHError) as err:
             await self._log(cluster_id, f"{step} failed: {err}", level="ERROR", node_id=node_id)
             raise _translate(err) from err
+
+    async def _stop(
+        self, cluster_id: str, step: str, provisioner: Provisioner, job: asyncio.Future[Any], node_id: str
+    ) -> None:
+        """The workflow cancelled the step: close its SSH sessions and wait until the call has ended."""
+        provisioner.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                asyncio.shield(job), timeout=self._settings.ssh_connect_timeout_seconds * 3
+            )
+        await self._log(cluster_id, f"{step} cancelled", level="WARN", node_id=node_id)
 
     # --- provisioning (ssh queue) -----------------------------------------------------------------
 
@@ -227,7 +248,7 @@ class ClusterActivities:
             raise _fail("a control-plane node of the cluster no longer exists", "NotFound")
         provisioner = self._provisioner(cluster, creds)
         result = await self._streamed(
-            cluster_id, "Provisioning", lambda sink: provisioner.create(control, sink)
+            cluster_id, "Provisioning", provisioner, lambda sink: provisioner.create(control, sink)
         )
         await self._update_cluster(
             cluster_id,
@@ -248,7 +269,9 @@ class ClusterActivities:
             await self._log(cluster_id, "no nodes left to reset")
             return
         provisioner = self._provisioner(cluster, creds)
-        await self._streamed(cluster_id, "Resetting", lambda sink: provisioner.reset(nodes, sink))
+        await self._streamed(
+            cluster_id, "Resetting", provisioner, lambda sink: provisioner.reset(nodes, sink)
+        )
 
     @activity.defn(name="cluster.manage_node")
     async def manage_node(self, params: rules.NodeManageInput) -> None:
@@ -266,6 +289,7 @@ class ClusterActivities:
             await self._streamed(
                 params.cluster_id,
                 step,
+                provisioner,
                 lambda sink: provisioner.add_node(nodes, node, sink),
                 node_id=params.node_id,
             )
@@ -273,6 +297,7 @@ class ClusterActivities:
             await self._streamed(
                 params.cluster_id,
                 step,
+                provisioner,
                 lambda sink: provisioner.remove_node(nodes, node, sink),
                 node_id=params.node_id,
             )

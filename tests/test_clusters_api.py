@@ -5,6 +5,7 @@ delete), failures with readable reasons, and bad input that records and starts n
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -15,7 +16,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import Replayer
 
 from db.clusters import Cluster
 from db.nodes import Node
@@ -43,6 +46,7 @@ from tests.fixtures.nodes import (
     wait_for_node,
 )
 from tests.fixtures.sshd import SSHFarm, SSHHost, sshd_farm
+from workflows.cluster import ClusterWorkflow, NodeManageWorkflow
 from workflows.common import CLUSTER, PHASE, RESOURCE_TYPE
 
 CLUSTERS = "/api/v1/clusters"
@@ -80,6 +84,8 @@ async def refs(
     previous = prepare_node_settings(platform.settings, farm, tmp_path / "addons")
     container_run = install_kubespray_standin(farm, kube.kubeconfig())
     platform.settings.node_commands = {**platform.settings.node_commands, "container_run": container_run}
+    previous["cluster_heartbeat_timeout_seconds"] = platform.settings.cluster_heartbeat_timeout_seconds
+    platform.settings.cluster_heartbeat_timeout_seconds = 3
     sessions, box = platform.state.sessions, platform.state.box
     await add_flavor(sessions, "this-machine", this_machine_flavor())
     await add_template(sessions, "bare", [])
@@ -215,6 +221,12 @@ async def test_hosts_cluster_lifecycle(
     )
     attrs = await search_attributes(refs.state.temporal, f"node-manage/{third}", "Ready")
     assert attrs == {"type": "node-manage", "cluster": cluster_id, "phase": "Ready"}
+    manage = refs.state.temporal.get_workflow_handle(f"node-manage/{third}")
+    assert await manage.result() == "Ready"
+    replayer = Replayer(
+        workflows=[ClusterWorkflow, NodeManageWorkflow], data_converter=pydantic_data_converter
+    )
+    await replayer.replay_workflow(await manage.fetch_history())
     node_logs = (await api.get(f"/api/v1/nodes/{third}/logs", headers=admin)).json()["logs"]
     assert any("pods directory ready" in line for line in node_logs)
     assert (await api.delete(f"/api/v1/nodes/{third}", headers=admin)).status_code == 409
@@ -246,6 +258,9 @@ async def test_hosts_cluster_lifecycle(
         assert freed["clusterId"] == "" and freed["isControlPlane"] is False
     assert not (farm.home / f".primus-safe/clusters/{cluster_id}").exists()
     assert (await api.delete(f"/api/v1/clusters/{cluster_id}", headers=admin)).status_code == 404
+    created = refs.state.temporal.get_workflow_handle(f"cluster/{cluster_id}")
+    assert await created.result() == "deleted"
+    await replayer.replay_workflow(await created.fetch_history())
 
 
 async def test_kubespray_end_to_end(
@@ -419,8 +434,21 @@ async def test_bad_input_records_and_starts_nothing(
     assert refused.status_code == 400
     gone = await api.post(f"{CLUSTERS}/nope/nodes", json={"nodeIds": [other], "action": "add"}, headers=admin)
     assert gone.status_code == 404 and "nope" in gone.json()["errorMessage"]
-    assert (await api.delete(f"{CLUSTERS}/{cluster_id}", headers=admin)).status_code == 200
-    await wait_for_gone(api, admin, cluster_id)
+
+    # a node of another cluster cannot be added, nor removed through the wrong cluster
+    elsewhere = await ready_node(api, admin, hosts[3])
+    second = await create(api, admin, cluster_body(unique("second"), [elsewhere]))
+    await wait_for_cluster(api, admin, second, phases=("Ready",))
+    for action, needle in (("add", "already in use"), ("remove", "does not belong")):
+        refused = await api.post(
+            f"{CLUSTERS}/{cluster_id}/nodes", json={"nodeIds": [elsewhere], "action": action}, headers=admin
+        )
+        assert refused.status_code == 409 and needle in refused.json()["errorMessage"], refused.text
+    assert (await node(api, admin, elsewhere))["clusterId"] == second
+    assert not await workflow_exists(refs.state.temporal, f"node-manage/{elsewhere}")
+    for doomed in (cluster_id, second):
+        assert (await api.delete(f"{CLUSTERS}/{doomed}", headers=admin)).status_code == 200
+        await wait_for_gone(api, admin, doomed)
 
 
 async def test_embedded_flow_through_the_api_only(
@@ -449,3 +477,42 @@ async def test_embedded_flow_through_the_api_only(
     assert (await node(api, admin, node_id))["isControlPlane"] is True
     assert (await api.delete(f"/api/custom/clusters/{cluster_id}", headers=admin)).status_code == 200
     await wait_for_gone(api, admin, cluster_id)
+
+
+async def test_step_shows_while_provisioning_and_delete_stops_it(
+    api: httpx.AsyncClient, admin: dict[str, str], refs: Platform, farm: SSHFarm, hosts: list[SSHHost]
+) -> None:
+    """While kubespray runs, the API, the search attributes and the heartbeat details show the step
+    and the lines streamed so far; deleting the cluster then stops the playbook and resets it."""
+    node_id = await ready_node(api, admin, hosts[1])
+    body = cluster_body(
+        unique("slow"), [node_id], provisioner="kubespray", kubeSprayImage="example.com/slow:1"
+    )
+    cluster_id = await create(api, admin, body)
+    handle = refs.state.temporal.get_workflow_handle(f"cluster/{cluster_id}")
+    deadline = time.monotonic() + 30
+    details: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not any(d.get("lines", 0) >= 8 for d in details):
+        await asyncio.sleep(0.3)
+        described = await handle.describe()
+        details = [
+            json.loads(p.heartbeat_details.payloads[0].data)
+            for p in described.raw_description.pending_activities
+            if p.heartbeat_details.payloads
+        ]
+    state = (await api.get(f"{CLUSTERS}/{cluster_id}", headers=admin)).json()
+    assert any(d["step"] == "Provisioning" and d["lines"] >= 8 for d in details), (details, state)
+    assert described.typed_search_attributes.get(PHASE) == "Provisioning"
+    cluster = (await api.get(f"{CLUSTERS}/{cluster_id}", headers=admin)).json()
+    assert cluster["phase"] == "Creating" and cluster["step"] == "Provisioning"
+    assert any("TASK [slow step 2]" in line for line in await logs(api, admin, cluster_id))
+
+    assert (await api.delete(f"{CLUSTERS}/{cluster_id}", headers=admin)).status_code == 200
+    await wait_for_gone(api, admin, cluster_id, within=30)
+    assert await handle.result() == "deleted"
+    assert "reset.yml" in standin_calls(farm)[-1]
+    assert (await node(api, admin, node_id))["clusterId"] == ""
+    history = await handle.fetch_history()
+    await Replayer(workflows=[ClusterWorkflow], data_converter=pydantic_data_converter).replay_workflow(
+        history
+    )

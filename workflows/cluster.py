@@ -23,6 +23,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, CancelledError
+from temporalio.workflow import ActivityCancellationType
 
 from workflows.common import DB_RETRY, PHASE
 
@@ -60,12 +61,14 @@ async def _on_nodes(
     timings: rules.ClusterTimings,
     queue: str,
 ) -> Any:
-    """A provisioner activity on the ssh queue: bounded by heartbeats and the provisioning timeout."""
+    """A provisioner activity on the ssh queue: bounded by heartbeats and the provisioning timeout.
+    A cancelled one is waited for, so nothing runs on the nodes once the workflow moves on."""
     t = timings
     return await workflow.execute_activity_method(
         method,
         arg,
         task_queue=queue,
+        cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         start_to_close_timeout=timedelta(seconds=t.provision_timeout + t.connect_timeout * 4),
         heartbeat_timeout=timedelta(seconds=t.heartbeat_timeout),
         retry_policy=RetryPolicy(
@@ -139,7 +142,7 @@ class ClusterWorkflow:
             await _on_nodes(ClusterActivities.provision, params.cluster_id, params.timings, params.ssh_queue)
         except ActivityError as err:
             if self._deleting:
-                raise
+                return  # cancelled by the delete signal: the teardown follows
             await self._finish(params.cluster_id, rules.FAILED, failure_message(err)[1])
             return
         await self._finish(params.cluster_id, rules.READY, "")

@@ -8,6 +8,7 @@ failed: final) or `drivers.ssh.SSHError` (unreachable hosts may be retried, othe
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -52,9 +53,26 @@ class Provisioner(abc.ABC):
         self.cluster_id = cluster_id
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
+        self._open: set[SSHConnection] = set()
+        self._lock = threading.Lock()
+        self._cancelled = False
 
     def _connect(self, access: NodeAccess) -> SSHConnection:
-        return connect(access.ssh, timeout=self.connect_timeout)
+        if self._cancelled:
+            raise ProvisionFailed("cancelled")
+        conn = connect(access.ssh, timeout=self.connect_timeout)
+        with self._lock:
+            self._open.add(conn)
+        return conn
+
+    def cancel(self) -> None:
+        """Stop the call in flight from another thread: its connections close, so the remote command
+        loses its session and the call ends with an error. Best effort: the reset that follows cleans up."""
+        with self._lock:
+            self._cancelled = True
+            doomed = list(self._open)
+        for conn in doomed:
+            conn.close()
 
     @abc.abstractmethod
     def create(self, control_plane: Sequence[NodeAccess], on_line: LineSink) -> Provisioned:
