@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -465,8 +466,6 @@ class RegistryClient:
 
 async def registry_usage(client: RegistryClient, *, max_repositories: int = 10000) -> tuple[int, int]:
     """(repositories, bytes) of a registry: distinct blobs plus manifest bytes over every tag."""
-    import json
-
     repositories = (await client.catalog())[:max_repositories]
     blobs: dict[str, int] = {}
     manifests: dict[str, int] = {}

@@ -66,8 +66,6 @@ from workflows.image_import import ImageImportWorkflow, workflow_id
 
 router = APIRouter(tags=["images"], responses=ERROR_RESPONSES)
 
-ImageId = Annotated[int, "image id"]
-
 
 def api_status(status: str) -> Literal["ready", "importing", "failed"]:
     """The contract's lower-case status of a stored one."""
@@ -188,6 +186,7 @@ async def _check_source(
     endpoint = await db.source_endpoint(
         session, state.box, host=ref.host, api_host=ref.api_host, registry_id=registry_id
     )
+    await session.commit()  # no transaction stays open across the registry round trip
     guard = address_guard(allow_loopback=state.settings.images_allow_loopback_sources)
     client = RegistryClient(
         endpoint.host,
@@ -407,6 +406,20 @@ async def importing_details(id: int, _: CurrentUser, session: Session) -> Import
 # ---- delete -----------------------------------------------------------------------------------
 
 
+async def _delete_manifest(settings: Settings, image: Image) -> None:
+    """Remove the image's manifest from the internal registry (a 404 there is fine)."""
+    client = internal_client(settings)
+    if client is None or registry_location(settings.images_internal_registry or "")[0] != image.registry_host:
+        return
+    async with client:
+        try:
+            await client.delete_manifest(image.repository, image.digest)
+        except (RegistryError, httpx.HTTPError) as exc:
+            raise InternalError(
+                f"the image's manifest could not be deleted from the registry: {exc}"
+            ) from exc
+
+
 @router.delete("/images/{id}", response_model=None, summary="Delete an image: its manifest and record")
 async def delete_image(id: int, caller: CurrentUser, session: Session, state: State) -> None:
     """Admins or the image's creator. A running import is cancelled first."""
@@ -415,28 +428,19 @@ async def delete_image(id: int, caller: CurrentUser, session: Session, state: St
         raise NotFound("Image", id)
     if not (caller.is_admin or caller.id == image.created_by):
         raise Forbidden("only the image's creator or an administrator may delete it")
-    if image.status == STATUS_IMPORTING:
-        with contextlib.suppress(RPCError):
-            await state.temporal.get_workflow_handle(workflow_id(id)).cancel()
-    if image.digest and not await db.same_manifest_elsewhere(
+    shared = bool(image.digest) and await db.same_manifest_elsewhere(
         session,
         registry_host=image.registry_host,
         repository=image.repository,
         digest=image.digest,
         exclude_id=id,
-    ):
-        client = internal_client(state.settings)
-        if (
-            client is not None
-            and registry_location(state.settings.images_internal_registry or "")[0] == image.registry_host
-        ):
-            async with client:
-                try:
-                    await client.delete_manifest(image.repository, image.digest)
-                except (RegistryError, httpx.HTTPError) as exc:
-                    raise InternalError(
-                        f"the image's manifest could not be deleted from the registry: {exc}"
-                    ) from exc
+    )
+    await session.commit()  # no transaction stays open across Temporal and registry calls
+    if image.status == STATUS_IMPORTING:
+        with contextlib.suppress(RPCError):
+            await state.temporal.get_workflow_handle(workflow_id(id)).cancel()
+    if image.digest and not shared:
+        await _delete_manifest(state.settings, image)
     await session.execute(sql_delete(Image).where(Image.id == id))
     await session.commit()
 
