@@ -131,7 +131,7 @@ def inventory(nodes: Sequence[ClusterNode], ssh_user: str) -> str:
         "k8s_cluster": {"children": {"kube_control_plane": None, "kube_node": None}},
         "calico_rr": {"hosts": {}},
     }
-    return yaml.safe_dump({"all": {"hosts": hosts, "children": children}}, sort_keys=False)
+    return str(yaml.safe_dump({"all": {"hosts": hosts, "children": children}}, sort_keys=False))
 
 
 def playbook_args(

@@ -149,7 +149,7 @@ def _attributes(
 def _workflow_input(state: State, cluster: Cluster, *, create: bool) -> rules.ClusterWorkflowInput:
     return rules.ClusterWorkflowInput(
         cluster_id=cluster.id,
-        provisioner=cluster.provisioner,  # type: ignore[arg-type]
+        provisioner=cluster.provisioner,
         ssh_queue=state.settings.queues.ssh,
         create=create,
         deleting=not create,
@@ -375,8 +375,8 @@ async def _start_node_workflows(
                 rules.NodeManageInput(
                     node_id=node_id,
                     cluster_id=cluster.id,
-                    action=action,  # type: ignore[arg-type]
-                    provisioner=cluster.provisioner,  # type: ignore[arg-type]
+                    action=action,
+                    provisioner=cluster.provisioner,
                     ssh_queue=state.settings.queues.ssh,
                     timings=cluster_timings(state.settings),
                 ),
