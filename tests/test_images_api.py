@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -439,3 +440,64 @@ async def test_blobs_of_an_imported_image_are_mounted_not_resent(
     )
     assert not [r for r in new if r[0] in ("PATCH",) or (r[0] == "PUT" and "/blobs/" in r[1])]
     assert skopeo_digest(internal, "sync/other/app:1") == skopeo_digest(source, "other/app:1")
+
+
+async def test_cli_import_shows_a_bar_per_layer(
+    api: httpx.AsyncClient, admin: dict[str, str], platform: Platform, regs: dict[str, Registry]
+) -> None:
+    """`primus-safe image import` against the API served on a loopback port."""
+    import sys
+
+    import uvicorn
+
+    await add_registry(api, admin, regs["source"])
+    app = platform.http._transport.app  # type: ignore[attr-defined]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=15005, lifespan="off", log_config=None)
+    )
+    serving = asyncio.create_task(server.serve())
+    try:
+        for _ in range(500):
+            if server.started:
+                break
+            await asyncio.sleep(0.02)
+        token = admin["Authorization"].removeprefix("Bearer ")
+        cli = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "primus_safe.cli",
+            "image",
+            "import",
+            f"{regs['source'].host}/team/multi:1",
+            "--server",
+            "http://127.0.0.1:15005",
+            "--token",
+            token,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, "COLUMNS": "120"},
+        )
+        out, _ = await asyncio.wait_for(cli.communicate(), 120)
+        text = out.decode()
+        assert cli.returncode == 0, text
+        assert "Importing" in text and "Imported image" in text
+        assert text.count("100% completed") == 5, text  # 2 platform layers + shared layer + 2 configs
+        again = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "primus_safe.cli",
+            "image",
+            "import",
+            f"{regs['source'].host}/team/multi:1",
+            "--server",
+            "http://127.0.0.1:15005",
+            "--token",
+            token,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(again.communicate(), 60)
+        assert again.returncode == 0 and "Already imported" in out.decode()
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)
