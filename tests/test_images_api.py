@@ -501,3 +501,27 @@ async def test_cli_import_shows_a_bar_per_layer(
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, 10)
+
+
+async def test_a_failed_import_can_be_started_again(
+    api: httpx.AsyncClient,
+    admin: dict[str, str],
+    alice: dict[str, str],
+    platform: Platform,
+    regs: dict[str, Registry],
+) -> None:
+    from sqlalchemy import update
+
+    from db.images import Image
+
+    await add_registry(api, admin, regs["source"])
+    first = await start_import(api, alice, f"{regs['source'].host}/team/app:1")
+    await wait_done(api, alice, first["imageId"])
+    async with platform.state.sessions() as session, session.begin():  # as a failed workflow leaves it
+        await session.execute(update(Image).where(Image.id == first["imageId"]).values(status="Failed"))
+    again = await start_import(api, alice, f"{regs['source'].host}/team/app:1")
+    assert again["state"] == 1 and again["imageId"] == first["imageId"], again
+    details = await wait_done(api, alice, again["imageId"])
+    assert details["status"] == "ready" and details["message"] == ""
+    assert {v["status"] for v in details["layersDetail"].values()} == {"skipped"}  # blobs were already there
+    assert (await api.get("/api/v1/images", headers=alice)).json()["totalCount"] == 1
