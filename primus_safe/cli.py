@@ -84,6 +84,7 @@ def require_secret_key(settings: Settings) -> None:
 
 
 def run_migrations(settings: Settings, revision: str = "head") -> None:
+    """Upgrade the schema; a failure is reported without a traceback."""
     try:
         migrate.upgrade(settings.sqlalchemy_url, revision)
     except Exception as exc:
@@ -110,6 +111,8 @@ def _configure(
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """Primus-SaFE: run `primus-safe up` for the embedded platform."""
+    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        fail(f"--log-level must be debug, info, warning or error, not {log_level!r}")
     handler: logging.Handler
     if sys.stderr.isatty():
         handler = RichHandler(console=err_console, show_path=False)
