@@ -32,6 +32,7 @@ from tests.fixtures.clusters import (
     cluster_body,
     install_kubespray_standin,
     standin_calls,
+    standin_running,
     wait_for_cluster,
     wait_for_gone,
     wait_for_node_phase,
@@ -512,6 +513,10 @@ async def test_step_shows_while_provisioning_and_delete_stops_it(
     assert await handle.result() == "deleted"
     assert "reset.yml" in standin_calls(farm)[-1]
     assert (await node(api, admin, node_id))["clusterId"] == ""
+    # the playbook was stopped on the node, not just left without its session
+    await asyncio.sleep(1.5)
+    assert not (farm.home / f".primus-safe/clusters/{cluster_id}").exists()
+    assert not standin_running()
     history = await handle.fetch_history()
     await Replayer(workflows=[ClusterWorkflow], data_converter=pydantic_data_converter).replay_workflow(
         history

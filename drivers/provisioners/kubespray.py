@@ -11,6 +11,7 @@ limited to it, removing one `remove-node.yml`, and deletion `reset.yml`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,9 +28,26 @@ from drivers.provisioners.base import (
     ProvisionFailed,
     work_dir_script,
 )
-from drivers.ssh import CommandFailed, SSHConnection
+from drivers.ssh import CommandFailed, SSHConnection, SSHError, connect
 
 KUBECONFIG_PATH = "inventory/artifacts/admin.conf"
+PID_FILE = "playbook.pid"
+
+# $1 pid file, then the command: the shell records its pid and becomes the command.
+_RECORD_PID = 'echo $$ > "$1"; shift; exec "$@"'
+# $1 pid file, $2 work dir: stop the recorded command and its children (the container runtime
+# forwards SIGTERM), only if that pid still runs a command naming the work dir (never a reused pid).
+_STOP = """\
+pid=$(cat "$1" 2>/dev/null) || exit 0
+if [ -n "$pid" ] && tr '\\000' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$2"; then
+  echo "stopping the playbook still running from an earlier attempt (pid $pid)"
+  pkill -TERM -P "$pid" 2>/dev/null; kill -TERM "$pid" 2>/dev/null
+  i=0
+  while kill -0 "$pid" 2>/dev/null && [ $i -lt 20 ]; do sleep 0.5; i=$((i + 1)); done
+  pkill -KILL -P "$pid" 2>/dev/null; kill -KILL "$pid" 2>/dev/null
+fi
+rm -f "$1"
+"""
 
 
 def endpoint_of(kubeconfig: str) -> str:
@@ -74,6 +92,7 @@ class KubesprayProvisioner(Provisioner):
         self.container_run = list(container_run)
         self.ssh_user = ssh_user
         self.ssh_private_key = ssh_private_key
+        self._running: tuple[NodeAccess, str] | None = None
 
     def _prepare(self, conn: SSHConnection, nodes: Sequence[ClusterNode], on_line: LineSink) -> str:
         """Create the work dir, write the inventory and the key; returns the work dir's absolute path."""
@@ -107,14 +126,35 @@ class KubesprayProvisioner(Provisioner):
             if limit:
                 argv.append(f"--limit={limit}")
             on_line(f"running {playbook} with {self.options.image} on {runner.node.hostname}")
+            pid_file = f"{work_dir}/{PID_FILE}"
+            conn.run(["sh", "-c", _STOP, "primus", pid_file, work_dir], timeout=60, on_line=on_line)
+            self._running = (runner, work_dir)
             try:
-                conn.run(argv, timeout=self.command_timeout, on_line=on_line)
+                conn.run(
+                    ["sh", "-c", _RECORD_PID, "primus", pid_file, *argv],
+                    timeout=self.command_timeout,
+                    on_line=on_line,
+                )
             except CommandFailed as err:
                 raise ProvisionFailed(f"kubespray {playbook} failed with exit code {err.exit_code}") from err
+            finally:
+                self._running = None
         except BaseException:
             conn.close()
             raise
         return conn, work_dir
+
+    def cancel(self) -> None:
+        """Also stop the playbook on its node (a closed session alone does not end it)."""
+        running = self._running
+        super().cancel()
+        if running is None:
+            return
+        runner, work_dir = running
+        with contextlib.suppress(SSHError), connect(runner.ssh, timeout=self.connect_timeout) as conn:
+            conn.run(
+                ["sh", "-c", _STOP, "primus", f"{work_dir}/{PID_FILE}", work_dir], timeout=60, check=False
+            )
 
     def create(self, control_plane: Sequence[NodeAccess], on_line: LineSink) -> Provisioned:
         conn, work_dir = self._playbook(control_plane, "cluster.yml", on_line)
