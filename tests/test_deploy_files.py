@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,17 @@ def test_manifest_is_a_valid_kubernetes_object(doc: dict[str, Any]) -> None:
         assert doc["metadata"]["namespace"] == "primus-safe"
 
 
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The CLI's callback reconfigures root logging onto CliRunner's stream, closed after invoke."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_logging")
 def test_every_container_runs_a_real_cli_command() -> None:
     runner = CliRunner()
     seen = set()

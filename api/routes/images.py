@@ -9,7 +9,7 @@ from collections import OrderedDict
 from typing import Annotated, Literal
 
 import httpx
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.exc import IntegrityError
 from temporalio.client import WorkflowHandle
@@ -64,6 +64,8 @@ from primus_safe.settings import Settings
 from workflows.common import RESOURCE_ID, RESOURCE_TYPE, USER
 from workflows.image_import import ImageImportWorkflow, workflow_id
 
+ImageId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Image id")]
+
 router = APIRouter(tags=["images"], responses=ERROR_RESPONSES)
 
 
@@ -114,7 +116,7 @@ def artifact(image: Image) -> Artifact:
 async def list_images(
     _: CurrentUser,
     session: Session,
-    page_num: Annotated[int, Query(ge=0, description="0 and 1 both mean the first page")] = 0,
+    page_num: Annotated[int, Query(ge=0, le=1_000_000, description="0 and 1 both mean the first page")] = 0,
     page_size: Annotated[int, Query(ge=1, le=1000)] = 10,
     order_by: Annotated[str, Query(alias="orderBy", max_length=32)] = "created_at",
     order: Annotated[Literal["asc", "desc"], Query()] = "desc",
@@ -385,7 +387,7 @@ async def update_import_progress(
 @router.get(
     "/images/{id}/importing-details", response_model=ImportDetails, summary="Per-layer progress of an import"
 )
-async def importing_details(id: int, _: CurrentUser, session: Session) -> ImportDetails:
+async def importing_details(id: ImageId, _: CurrentUser, session: Session) -> ImportDetails:
     """Every blob of the import with its status and percent, live while the import runs."""
     image = await db.get_image(session, image_id=id)
     if image is None:
@@ -421,7 +423,7 @@ async def _delete_manifest(settings: Settings, image: Image) -> None:
 
 
 @router.delete("/images/{id}", response_model=None, summary="Delete an image: its manifest and record")
-async def delete_image(id: int, caller: CurrentUser, session: Session, state: State) -> None:
+async def delete_image(id: ImageId, caller: CurrentUser, session: Session, state: State) -> None:
     """Admins or the image's creator. A running import is cancelled first."""
     image = await db.get_image(session, image_id=id)
     if image is None:
