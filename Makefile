@@ -73,6 +73,8 @@ system-packages:
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # pytest exits 5 when it collected nothing: that is a failure too (make stops on any non-zero).
 test: $(VENV)/.installed-test system-packages lint
