@@ -328,7 +328,7 @@ class NodeActivities:
             raise _fail(rules.addon_name_error(name) or name, "AddonFailed")
         override = self._settings.node_addon_dir
         if override is not None and (Path(override) / f"{name}.sh").is_file():
-            return (Path(override) / f"{name}.sh").read_text(encoding="utf-8")
+            return addon_catalogue.assemble((Path(override) / f"{name}.sh").read_text(encoding="utf-8"))
         addon = addon_catalogue.get_addon(name)
         if addon is None:
             raise _fail(f"addon {name} is not in the catalogue", "AddonFailed")

@@ -2,6 +2,8 @@
 
 Each script starts with `# description: <one line>` and may say `# gpu-chip: amd` (or `nvidia`)
 when it only applies to nodes with that GPU. Node templates name addons from this catalogue.
+Helpers shared by the scripts live in `_lib.sh`; a script's `# @include _lib.sh` line is replaced
+by that file, so the text sent to a node is self-contained.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from functools import cache
 from importlib import resources
 
 PACKAGE = "domain.addons"
+LIBRARY = "_lib.sh"
+INCLUDE_LINE = f"# @include {LIBRARY}"
 _HEADER_LINES = 10
 
 
@@ -33,6 +37,18 @@ def _header(script: str, key: str) -> str:
     return ""
 
 
+@cache
+def _library() -> str:
+    return resources.files(PACKAGE).joinpath(LIBRARY).read_text(encoding="utf-8")
+
+
+def assemble(script: str) -> str:
+    """The script with its `# @include _lib.sh` line replaced by the shared helpers."""
+    if INCLUDE_LINE not in script:
+        return script
+    return script.replace(INCLUDE_LINE + "\n", _library(), 1)
+
+
 def parse_addon(name: str, script: str) -> Addon:
     """An addon from its name and script text (the header supplies description and GPU chip)."""
     return Addon(
@@ -48,9 +64,9 @@ def catalogue() -> dict[str, Addon]:
     """Every shipped addon by name, sorted by name."""
     found = {}
     for entry in resources.files(PACKAGE).iterdir():
-        if entry.is_file() and entry.name.endswith(".sh"):
+        if entry.is_file() and entry.name.endswith(".sh") and not entry.name.startswith("_"):
             name = entry.name.removesuffix(".sh")
-            found[name] = parse_addon(name, entry.read_text(encoding="utf-8"))
+            found[name] = parse_addon(name, assemble(entry.read_text(encoding="utf-8")))
     return dict(sorted(found.items()))
 
 

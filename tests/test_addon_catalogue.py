@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from domain.addon_catalogue import catalogue, get_addon, parse_addon, unknown_addons
+from domain.addon_catalogue import INCLUDE_LINE, assemble, catalogue, get_addon, parse_addon, unknown_addons
 
 REQUIRED = {
     "disable-os-upgrade",
@@ -129,3 +129,11 @@ def test_scripts_ship_as_package_data() -> None:
     pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
     assert '"domain.addons" = ["*.sh"]' in pyproject
     assert (Path(__file__).parent.parent / "domain/addons/__init__.py").exists()
+
+
+def test_shared_helpers_are_pasted_into_every_script() -> None:
+    assert "_lib" not in catalogue()
+    for addon in catalogue().values():
+        assert INCLUDE_LINE not in addon.script, addon.name
+        assert "ensure_file() {" in addon.script, addon.name
+    assert assemble("echo plain\n") == "echo plain\n"

@@ -1,36 +1,7 @@
 #!/usr/bin/env bash
 # description: Turn off automatic NUMA balancing, which migrates pages and stalls GPU training processes
 set -euo pipefail
-
-# PRIMUS_ADDON_ROOT prefixes every path and leaves the running system alone (tests use it).
-ROOT="${PRIMUS_ADDON_ROOT:-}"
-
-# ensure_file PATH CONTENT: write CONTENT (plus newline) to PATH unless it already holds exactly that.
-ensure_file() {
-  local path="$1" content="$2"
-  if [[ -f "$path" && "$(cat "$path")" == "$content" ]]; then
-    echo "unchanged: $path"
-    return 0
-  fi
-  mkdir -p "$(dirname "$path")"
-  printf '%s\n' "$content" >"$path"
-  echo "wrote: $path"
-}
-
-# set_sysctl KEY VALUE: apply now through /proc/sys when possible.
-set_sysctl() {
-  local key="$1" value="$2" file
-  file="$ROOT/proc/sys/${key//.//}"
-  if [[ ! -e "$file" ]]; then
-    echo "skipped: $key does not exist on this kernel"
-  elif [[ "$(cat "$file")" == "$value" ]]; then
-    echo "unchanged: $key = $value"
-  elif { printf '%s\n' "$value" >"$file"; } 2>/dev/null; then
-    echo "set: $key = $value"
-  else
-    echo "warning: cannot set $key now (read-only /proc/sys?); it applies at next boot"
-  fi
-}
+# @include _lib.sh
 
 if [[ ! -e "$ROOT/proc/sys/kernel/numa_balancing" ]]; then
   echo "skipped: this kernel has no NUMA balancing (single NUMA node?); nothing to do"

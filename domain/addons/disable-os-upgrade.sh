@@ -1,21 +1,7 @@
 #!/usr/bin/env bash
 # description: Stop unattended OS package upgrades so nodes change only when the platform says so
 set -euo pipefail
-
-# PRIMUS_ADDON_ROOT prefixes every path and leaves the running system alone (tests use it).
-ROOT="${PRIMUS_ADDON_ROOT:-}"
-
-# ensure_file PATH CONTENT: write CONTENT (plus newline) to PATH unless it already holds exactly that.
-ensure_file() {
-  local path="$1" content="$2"
-  if [[ -f "$path" && "$(cat "$path")" == "$content" ]]; then
-    echo "unchanged: $path"
-    return 0
-  fi
-  mkdir -p "$(dirname "$path")"
-  printf '%s\n' "$content" >"$path"
-  echo "wrote: $path"
-}
+# @include _lib.sh
 
 acted=0
 if [[ -d "$ROOT/etc/apt/apt.conf.d" ]]; then
