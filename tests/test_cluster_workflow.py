@@ -10,8 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -36,25 +34,9 @@ from domain.timefmt import utcnow
 from tests.fixtures.clusters import install_kubespray_standin, standin_calls, standin_running
 from tests.fixtures.nodes import add_ssh_secret
 from tests.fixtures.sshd import SSHFarm, SSHHost, sshd_farm
+from tests.fixtures.worker_processes import WorkerProcesses
 from workflows.cluster import ClusterWorkflow
 from workflows.common import CLUSTER, PHASE, RESOURCE_ID, RESOURCE_TYPE
-
-WORKER_SCRIPT = """
-import asyncio
-from db.session import create_engine, session_factory
-from primus_safe.settings import Settings
-from primus_safe.temporal import connect
-from primus_safe.worker import build_workers
-
-async def main() -> None:
-    settings = Settings()
-    client = await connect(settings)
-    workers = build_workers(client, settings, session_factory(create_engine(settings.sqlalchemy_url)))
-    print("worker ready", flush=True)
-    await asyncio.gather(*(w.run() for w in workers))
-
-asyncio.run(main())
-"""
 
 KUBECONFIG = {
     "apiVersion": "v1",
@@ -72,38 +54,10 @@ def host() -> Iterator[tuple[SSHFarm, SSHHost]]:
         yield farm, farm.add_hosts(1, addresses=["127.0.0.158"])[0]
 
 
-class Workers:
-    """Worker processes for one test, each stopped by PID at the end."""
-
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env = env
-        self.logs = logs
-        self.started: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> subprocess.Popen[bytes]:
-        log = open(self.logs / f"worker-{len(self.started)}.log", "wb")  # noqa: SIM115 - owned by the child
-        proc = subprocess.Popen(
-            [sys.executable, "-c", WORKER_SCRIPT], env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
-        self.started.append(proc)
-        return proc
-
-    def close(self) -> None:
-        for proc in self.started:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-
-
 @pytest.fixture
 async def setup(
     temporal_client: Client, host: tuple[SSHFarm, SSHHost], tmp_path: Path
-) -> AsyncIterator[tuple[SessionFactory, Workers, dict[str, str]]]:
+) -> AsyncIterator[tuple[SessionFactory, WorkerProcesses, dict[str, str]]]:
     farm, _ = host
     url = f"sqlite+aiosqlite:///{tmp_path / 'primus.db'}"
     upgrade(url)
@@ -122,7 +76,7 @@ async def setup(
     engine = create_engine(url)
     sessions = session_factory(engine)
     await add_ssh_secret(sessions, SecretBox(key.encode()), "ssh-key", farm, key=True)
-    workers = Workers(env, tmp_path)
+    workers = WorkerProcesses(env, tmp_path)
     try:
         yield sessions, workers, env
     finally:
@@ -192,7 +146,7 @@ async def log_text(sessions: SessionFactory, cluster_id: str) -> str:
 async def test_killed_worker_resumes_provisioning(
     temporal_client: Client,
     host: tuple[SSHFarm, SSHHost],
-    setup: tuple[SessionFactory, Workers, dict[str, str]],
+    setup: tuple[SessionFactory, WorkerProcesses, dict[str, str]],
 ) -> None:
     farm, ssh_host = host
     sessions, workers, env = setup

@@ -9,8 +9,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -41,59 +39,15 @@ from tests.fixtures.nodes import (
     this_machine_flavor,
 )
 from tests.fixtures.sshd import SSHFarm, sshd_farm
+from tests.fixtures.worker_processes import WorkerProcesses
 from workflows.common import PHASE, RESOURCE_ID, RESOURCE_TYPE
 from workflows.node import NodeWorkflow, NodeWorkflowInput, workflow_id
-
-WORKER_SCRIPT = """
-import asyncio
-from db.session import create_engine, session_factory
-from primus_safe.settings import Settings
-from primus_safe.temporal import connect
-from primus_safe.worker import build_workers
-
-async def main() -> None:
-    settings = Settings()
-    client = await connect(settings)
-    workers = build_workers(client, settings, session_factory(create_engine(settings.sqlalchemy_url)))
-    print("worker ready", flush=True)
-    await asyncio.gather(*(w.run() for w in workers))
-
-asyncio.run(main())
-"""
 
 
 @pytest.fixture(scope="module")
 def farm() -> Iterator[SSHFarm]:
     with sshd_farm() as started:
         yield started
-
-
-class WorkerProcesses:
-    """Worker processes for one test, each stopped by PID at the end."""
-
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env = env
-        self.logs = logs
-        self.started: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> subprocess.Popen[bytes]:
-        log = open(self.logs / f"worker-{len(self.started)}.log", "wb")  # noqa: SIM115 - owned by the child
-        proc = subprocess.Popen(
-            [sys.executable, "-c", WORKER_SCRIPT], env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
-        self.started.append(proc)
-        return proc
-
-    def close(self) -> None:
-        for proc in self.started:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
 
 
 @pytest.fixture
