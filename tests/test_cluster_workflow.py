@@ -21,8 +21,6 @@ from cryptography.fernet import Fernet
 from sqlalchemy import select
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
 
 from db.clusters import Cluster, ClusterLog
 from db.encryption import SecretBox
@@ -32,6 +30,7 @@ from db.session import SessionFactory, create_engine, session_factory
 from domain import clusters as rules
 from domain.timefmt import utcnow
 from tests.fixtures.clusters import install_kubespray_standin, standin_calls, standin_running
+from tests.fixtures.histories import replay_and_keep
 from tests.fixtures.nodes import add_ssh_secret
 from tests.fixtures.sshd import SSHFarm, SSHHost, sshd_farm
 from tests.fixtures.worker_processes import WorkerProcesses
@@ -219,6 +218,4 @@ async def test_killed_worker_resumes_provisioning(
     assert await handle.result() == "deleted"
     async with sessions() as session:
         assert await session.get(Cluster, cluster_id) is None
-    await Replayer(workflows=[ClusterWorkflow], data_converter=pydantic_data_converter).replay_workflow(
-        await handle.fetch_history()
-    )
+    await replay_and_keep(handle, [ClusterWorkflow], "cluster-worker-killed-then-deleted")

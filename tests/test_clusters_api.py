@@ -38,6 +38,7 @@ from tests.fixtures.clusters import (
     wait_for_node_phase,
 )
 from tests.fixtures.fake_kube import FakeKube
+from tests.fixtures.histories import replay_and_keep
 from tests.fixtures.nodes import (
     add_flavor,
     add_ssh_secret,
@@ -224,10 +225,7 @@ async def test_hosts_cluster_lifecycle(
     assert attrs == {"type": "node-manage", "cluster": cluster_id, "phase": "Ready"}
     manage = refs.state.temporal.get_workflow_handle(f"node-manage/{third}")
     assert await manage.result() == "Ready"
-    replayer = Replayer(
-        workflows=[ClusterWorkflow, NodeManageWorkflow], data_converter=pydantic_data_converter
-    )
-    await replayer.replay_workflow(await manage.fetch_history())
+    await replay_and_keep(manage, [NodeManageWorkflow], "node-manage-add")
     node_logs = (await api.get(f"/api/v1/nodes/{third}/logs", headers=admin)).json()["logs"]
     assert any("pods directory ready" in line for line in node_logs)
     assert (await api.delete(f"/api/v1/nodes/{third}", headers=admin)).status_code == 409
@@ -261,7 +259,7 @@ async def test_hosts_cluster_lifecycle(
     assert (await api.delete(f"/api/v1/clusters/{cluster_id}", headers=admin)).status_code == 404
     created = refs.state.temporal.get_workflow_handle(f"cluster/{cluster_id}")
     assert await created.result() == "deleted"
-    await replayer.replay_workflow(await created.fetch_history())
+    await replay_and_keep(created, [ClusterWorkflow], "cluster-hosts-lifecycle")
 
 
 async def test_kubespray_end_to_end(

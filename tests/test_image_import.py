@@ -17,8 +17,6 @@ from typing import Any
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
 
 from db import images as db
 from db.image_registries import ImageRegistry
@@ -33,6 +31,7 @@ from domain.images import (
 )
 from domain.timefmt import utcnow
 from tests.conftest import Platform
+from tests.fixtures.histories import replay_and_keep
 from tests.fixtures.registry import (
     Registry,
     Throttle,
@@ -292,8 +291,7 @@ async def test_worker_killed_mid_import_resumes_without_resending(
     retried = [a for a in await activity_attempts(handle, "images.copy_blob") if a > 1]
     assert len(retried) == 1
     # the recorded history (with its retry) replays deterministically on the current workflow code
-    replayer = Replayer(workflows=[ImageImportWorkflow], data_converter=pydantic_data_converter)
-    await replayer.replay_workflow(await handle.fetch_history())
+    await replay_and_keep(handle, [ImageImportWorkflow], "image-import-worker-killed")
 
 
 async def test_copy_resumes_a_recorded_upload_session(

@@ -19,8 +19,6 @@ import pytest
 from cryptography.fernet import Fernet
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
 
 from db.encryption import SecretBox
 from db.migrate import upgrade
@@ -28,6 +26,7 @@ from db.nodes import Node, NodeLog
 from db.session import SessionFactory, create_engine, session_factory
 from domain.nodes import READY, NodeTimings
 from domain.timefmt import utcnow
+from tests.fixtures.histories import replay_and_keep
 from tests.fixtures.nodes import (
     SET_HOSTNAME_STANDIN,
     TEST_ADDONS,
@@ -191,5 +190,4 @@ async def test_killed_worker_resumes_at_the_addon_it_was_installing(
     assert "slow-addon finished" in lines
     assert await handle.query(NodeWorkflow.current_step) == READY
 
-    history = await handle.fetch_history()
-    await Replayer(workflows=[NodeWorkflow], data_converter=pydantic_data_converter).replay_workflow(history)
+    await replay_and_keep(handle, [NodeWorkflow], "node-worker-killed-mid-addon")

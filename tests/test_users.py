@@ -7,6 +7,8 @@ import asyncio
 import httpx
 
 from tests.conftest import ADMIN_PASSWORD, Platform, login, register
+from tests.fixtures.histories import replay_and_keep
+from workflows.user_cleanup import UserCleanupWorkflow
 
 
 async def test_register_login_and_self(api: httpx.AsyncClient) -> None:
@@ -175,6 +177,7 @@ async def test_delete_runs_cleanup_workflow(
     handle = platform.state.temporal.get_workflow_handle(f"user-cleanup/{alice_id}")
     result = await asyncio.wait_for(handle.result(), timeout=30)
     assert result["user_deleted"] is True if isinstance(result, dict) else result.user_deleted
+    await replay_and_keep(handle, [UserCleanupWorkflow], "user-cleanup")
     # a repeated delete of a gone user is a 404; the name is free again
     assert (await api.delete(f"/api/v1/users/{alice_id}", headers=admin)).status_code == 404
     await register(api, "alice")
