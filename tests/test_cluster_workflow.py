@@ -6,13 +6,11 @@ killed attempt is stopped before the step runs again. The history then replays."
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from domain.timefmt import utcnow
 from tests.fixtures.clusters import install_kubespray_standin, standin_calls, standin_running
 from tests.fixtures.histories import replay_and_keep
 from tests.fixtures.nodes import add_ssh_secret
+from tests.fixtures.polling import until
 from tests.fixtures.sshd import SSHFarm, SSHHost, sshd_farm
 from tests.fixtures.worker_processes import WorkerProcesses
 from workflows.cluster import ClusterWorkflow
@@ -81,15 +80,6 @@ async def setup(
     finally:
         workers.close()
         await engine.dispose()
-
-
-async def until(check: Callable[[], Awaitable[bool]], within: float = 30) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 async def add_cluster(sessions: SessionFactory, cluster_id: str, host: SSHHost) -> None:

@@ -35,6 +35,7 @@ from tests.fixtures.histories import replay_and_keep
 from tests.fixtures.registry import (
     Registry,
     Throttle,
+    internal_registry_at,
     random_image,
     restart_empty,
     running_registries,
@@ -67,21 +68,8 @@ def regs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Registr
 async def target(platform: Platform, regs: dict[str, Registry]) -> AsyncIterator[Registry]:
     """An empty target registry, which the platform's own images worker pushes to."""
     regs["target"] = restart_empty(regs["target"])
-    settings = platform.settings
-    saved = (
-        settings.images_internal_registry,
-        settings.images_internal_insecure,
-        settings.images_allow_loopback_sources,
-    )
-    settings.images_internal_registry = regs["target"].host
-    settings.images_internal_insecure = True
-    settings.images_allow_loopback_sources = True
-    yield regs["target"]
-    (
-        settings.images_internal_registry,
-        settings.images_internal_insecure,
-        settings.images_allow_loopback_sources,
-    ) = saved
+    with internal_registry_at(platform.settings, regs["target"].host):
+        yield regs["target"]
 
 
 async def add_registry(platform: Platform, reg: Registry, password: str = "") -> int:

@@ -19,6 +19,7 @@ from tests.conftest import Platform
 from tests.fixtures.registry import (
     Registry,
     Throttle,
+    internal_registry_at,
     multi_arch_image,
     random_image,
     restart_empty,
@@ -50,21 +51,8 @@ def regs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Registr
 def internal_registry(platform: Platform, regs: dict[str, Registry]) -> Iterator[Registry]:
     """Point the running app and worker at the test's internal registry."""
     regs["internal"] = restart_empty(regs["internal"])
-    settings = platform.settings
-    saved = (
-        settings.images_internal_registry,
-        settings.images_internal_insecure,
-        settings.images_allow_loopback_sources,
-    )
-    settings.images_internal_registry = regs["internal"].host
-    settings.images_internal_insecure = True
-    settings.images_allow_loopback_sources = True
-    yield regs["internal"]
-    (
-        settings.images_internal_registry,
-        settings.images_internal_insecure,
-        settings.images_allow_loopback_sources,
-    ) = saved
+    with internal_registry_at(platform.settings, regs["internal"].host):
+        yield regs["internal"]
 
 
 async def add_registry(api: httpx.AsyncClient, admin: dict[str, str], reg: Registry, **extra: Any) -> int:

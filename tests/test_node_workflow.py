@@ -5,13 +5,11 @@ UI does). The recorded history then replays deterministically."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +35,7 @@ from tests.fixtures.nodes import (
     reset_user_home,
     this_machine_flavor,
 )
+from tests.fixtures.polling import until
 from tests.fixtures.sshd import SSHFarm, sshd_farm
 from tests.fixtures.worker_processes import WorkerProcesses
 from workflows.common import PHASE, RESOURCE_ID, RESOURCE_TYPE
@@ -90,15 +89,6 @@ async def setup(
     finally:
         workers.close()
         await engine.dispose()
-
-
-async def until(check: Callable[[], Awaitable[bool]], within: float = 30) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 async def test_killed_worker_resumes_at_the_addon_it_was_installing(
