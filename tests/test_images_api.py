@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -430,11 +431,31 @@ async def test_blobs_of_an_imported_image_are_mounted_not_resent(
     assert skopeo_digest(internal, "sync/other/app:1") == skopeo_digest(source, "other/app:1")
 
 
+async def cli_import(source: str, server: str, token: str, *, within: float) -> tuple[int, str]:
+    """Run `primus-safe image import` as a subprocess; its exit code and output."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "primus_safe.cli",
+        "image",
+        "import",
+        source,
+        "--server",
+        server,
+        "--token",
+        token,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), within)
+    return int(proc.returncode or 0), out.decode()
+
+
 async def test_cli_import_shows_a_bar_per_layer(
     api: httpx.AsyncClient, admin: dict[str, str], platform: Platform, regs: dict[str, Registry]
 ) -> None:
     """`primus-safe image import` against the API served on a loopback port."""
-    import sys
 
     import uvicorn
 
@@ -450,42 +471,13 @@ async def test_cli_import_shows_a_bar_per_layer(
                 break
             await asyncio.sleep(0.02)
         token = admin["Authorization"].removeprefix("Bearer ")
-        cli = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "primus_safe.cli",
-            "image",
-            "import",
-            f"{regs['source'].host}/team/multi:1",
-            "--server",
-            "http://127.0.0.1:15005",
-            "--token",
-            token,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, "COLUMNS": "120"},
-        )
-        out, _ = await asyncio.wait_for(cli.communicate(), 120)
-        text = out.decode()
-        assert cli.returncode == 0, text
+        source = f"{regs['source'].host}/team/multi:1"
+        code, text = await cli_import(source, "http://127.0.0.1:15005", token, within=120)
+        assert code == 0, text
         assert "Importing" in text and "Imported image" in text
         assert text.count("100% completed") == 5, text  # 2 platform layers + shared layer + 2 configs
-        again = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "primus_safe.cli",
-            "image",
-            "import",
-            f"{regs['source'].host}/team/multi:1",
-            "--server",
-            "http://127.0.0.1:15005",
-            "--token",
-            token,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await asyncio.wait_for(again.communicate(), 60)
-        assert again.returncode == 0 and "Already imported" in out.decode()
+        code, text = await cli_import(source, "http://127.0.0.1:15005", token, within=60)
+        assert code == 0 and "Already imported" in text
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, 10)
