@@ -71,10 +71,12 @@ system-packages:
 		fi; \
 	fi
 
+# lint-imports checks the layer rules (contracts in pyproject.toml, [tool.importlinter]).
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache --no-logo
 
 # pytest exits 5 when it collected nothing: that is a failure too (make stops on any non-zero).
 test: $(VENV)/.installed-test system-packages lint
