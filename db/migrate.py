@@ -7,13 +7,13 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from primus_safe.settings import sync_url
+from db.urls import sync_url
 
 _INI = Path(__file__).with_name("alembic.ini")
 
 
 def alembic_config(url: str) -> Config:
-    """An Alembic config for `url` (async or sync form)."""
+    """An Alembic config for `url` (async or sync form): the only source of migrations' URL."""
     cfg = Config(str(_INI))
     cfg.set_main_option("script_location", str(_INI.parent / "migrations"))
     cfg.set_main_option("sqlalchemy.url", sync_url(url).replace("%", "%%"))

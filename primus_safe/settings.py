@@ -12,6 +12,9 @@ from cryptography.fernet import Fernet
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from db.urls import async_url as async_url  # re-exported: the URL helpers live with the database
+from db.urls import sync_url as sync_url
+
 
 class SettingsError(RuntimeError):
     """The configuration cannot be used as it stands."""
@@ -162,21 +165,6 @@ class Settings(BaseSettings):
                 "PRIMUS_SECRET_KEY is not a valid Fernet key (32 url-safe base64 bytes)"
             ) from exc
         return key
-
-
-def async_url(url: str) -> str:
-    """Give a plain database URL the async driver this project uses."""
-    if url.startswith("sqlite:"):
-        return "sqlite+aiosqlite:" + url.removeprefix("sqlite:")
-    for prefix in ("postgresql:", "postgres:", "postgresql+psycopg2:"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg:" + url.removeprefix(prefix)
-    return url
-
-
-def sync_url(url: str) -> str:
-    """The synchronous twin of an async URL (used by Alembic)."""
-    return url.replace("sqlite+aiosqlite:", "sqlite:")
 
 
 def random_password() -> str:

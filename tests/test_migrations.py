@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,9 +15,9 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, inspect
 
-from db.migrate import alembic_config, downgrade, upgrade
+from db.migrate import _INI, alembic_config, downgrade, upgrade
 from db.models import Base
-from primus_safe.settings import async_url, sync_url
+from db.urls import async_url, sync_url
 from tests.fixtures import postgres
 
 
@@ -89,3 +92,21 @@ def test_migrated_schema_matches_models(empty_database: str) -> None:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         diff = compare_metadata(context, Base.metadata)
     assert diff == [], "schema differs from db.models; write a migration:\n" + "\n".join(map(str, diff))
+
+
+def test_plain_alembic_without_url_points_to_the_cli(tmp_path: Path) -> None:
+    """The migration environment reads no settings: without a URL in its config it stops, naming the CLI."""
+    database = tmp_path / "from-settings.db"
+    env = {**os.environ, "PRIMUS_DATABASE_URL": f"sqlite:///{database}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(_INI), "upgrade", "head"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "primus-safe db upgrade" in proc.stderr + proc.stdout
+    assert not database.exists()  # PRIMUS_DATABASE_URL was not read behind the caller's back

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from primus_safe.settings import Settings, SettingsError, async_url, sync_url
+from db.urls import async_url, sync_url
+from primus_safe import settings as settings_module
+from primus_safe.settings import Settings, SettingsError
 
 
 @pytest.fixture(autouse=True)
@@ -65,6 +67,7 @@ def test_sqlite_is_the_default_database_in_the_data_dir(tmp_path: Path) -> None:
 )
 def test_database_url_normalisation(given: str, expected: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert async_url(given) == expected
+    assert settings_module.async_url(given) == expected  # still importable from the settings
     monkeypatch.setenv("PRIMUS_DATABASE_URL", given)
     assert Settings().sqlalchemy_url == expected
 

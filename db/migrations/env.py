@@ -1,8 +1,9 @@
-"""Alembic environment: runs migrations with a synchronous engine on the configured URL."""
+"""Alembic environment: runs migrations with a synchronous engine on the URL `db.migrate` sets."""
 
 from __future__ import annotations
 
 from alembic import context
+from alembic.util import CommandError
 from sqlalchemy import create_engine, pool
 
 from db.models import Base
@@ -11,11 +12,13 @@ config = context.config
 
 
 def _url() -> str:
+    """The URL set in the Alembic config by `db.migrate` (the database layer reads no settings)."""
     url = config.get_main_option("sqlalchemy.url")
     if not url:
-        from primus_safe.settings import get_settings, sync_url
-
-        url = sync_url(get_settings().sqlalchemy_url)
+        raise CommandError(
+            "no database URL: run migrations with `primus-safe db upgrade` (it reads "
+            "PRIMUS_DATABASE_URL); plain `alembic` needs sqlalchemy.url in its config"
+        )
     return url
 
 
