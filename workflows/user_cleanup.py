@@ -48,27 +48,28 @@ class UserCleanupWorkflow:
     @workflow.run
     async def run(self, params: UserCleanupInput) -> UserCleanupResult:
         timeout = timedelta(seconds=params.step_timeout_seconds)
-        self._advance("DeletingPublicKeys")
+        self._enter("DeletingPublicKeys")
         keys = await workflow.execute_activity_method(
             UserActivities.delete_public_keys,
             params.user_id,
             start_to_close_timeout=timeout,
             retry_policy=DB_RETRY,
         )
-        self._advance("RevokingTokens")
+        self._enter("RevokingTokens")
         tokens = await workflow.execute_activity_method(
             UserActivities.delete_tokens,
             params.user_id,
             start_to_close_timeout=timeout,
             retry_policy=DB_RETRY,
         )
-        self._advance("DeletingUser")
+        self._enter("DeletingUser")
         deleted = await workflow.execute_activity_method(
             UserActivities.delete_user, params.user_id, start_to_close_timeout=timeout, retry_policy=DB_RETRY
         )
-        self._advance("Deleted")
+        self._enter("Deleted")
         return UserCleanupResult(public_keys_deleted=keys, tokens_deleted=tokens, user_deleted=deleted)
 
-    def _advance(self, step: str) -> None:
+    def _enter(self, step: str) -> None:
+        """Enter `step`: the query's answer and the PrimusPhase search attribute."""
         self._step = step
         workflow.upsert_search_attributes([PHASE.value_set(step)])
