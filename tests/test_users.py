@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
+import psycopg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.conftest import ADMIN_PASSWORD, Platform, login, register
 from tests.fixtures.histories import replay_and_keep
@@ -182,3 +186,70 @@ async def test_delete_runs_cleanup_workflow(
     assert (await api.delete(f"/api/v1/users/{alice_id}", headers=admin)).status_code == 404
     await register(api, "alice")
     assert ADMIN_PASSWORD
+
+
+def _users_table_lockable(url: str) -> bool:
+    """Whether another connection can take `users` exclusively now (as a migration would)."""
+    with psycopg.connect(url) as conn:
+        try:
+            conn.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE NOWAIT")
+            return True
+        except psycopg.errors.LockNotAvailable:
+            return False
+        finally:
+            conn.rollback()
+
+
+class _ProbingTemporal:
+    """Stands in for the Temporal client: at each start_workflow, looks at the request's transaction."""
+
+    def __init__(self, sessions: list[AsyncSession], postgres_url: str | None) -> None:
+        self._sessions = sessions
+        self.postgres_url = postgres_url
+        self.started: list[str] = []
+        self.open_transactions: list[int] = []
+        self.users_lockable: list[bool] = []
+
+    async def start_workflow(self, *args: Any, id: str, **kwargs: Any) -> None:
+        self.started.append(id)
+        self.open_transactions.append(sum(s.in_transaction() for s in self._sessions))
+        if self.postgres_url is not None:
+            # a lock held by someone else for a moment may pass; one the request keeps does not
+            for _ in range(5):
+                if await asyncio.to_thread(_users_table_lockable, self.postgres_url):
+                    self.users_lockable.append(True)
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                self.users_lockable.append(False)
+
+
+async def test_delete_retry_holds_no_transaction_across_temporal(
+    api: httpx.AsyncClient,
+    platform: Platform,
+    admin: dict[str, str],
+    alice: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A retried delete (the user already marked deleting) ends its read transaction first."""
+    alice_id = (await api.get("/api/v1/users/self", headers=alice)).json()["id"]
+    real_sessions = platform.state.sessions
+    sessions: list[AsyncSession] = []
+
+    def recording_sessions() -> AsyncSession:
+        session = real_sessions()
+        sessions.append(session)
+        return session
+
+    url = platform.settings.database_url or ""
+    temporal = _ProbingTemporal(sessions, url if url.startswith("postgresql") else None)
+    monkeypatch.setattr(platform.state, "sessions", recording_sessions)
+    monkeypatch.setattr(platform.state, "temporal", temporal)
+
+    for _ in range(2):  # the first marks the user deleting, the second is the retry path
+        resp = await api.delete(f"/api/v1/users/{alice_id}", headers=admin)
+        assert resp.status_code == 200, resp.text
+    assert temporal.started == [f"user-cleanup/{alice_id}"] * 2
+    assert temporal.open_transactions == [0, 0]
+    if temporal.postgres_url is not None:
+        assert temporal.users_lockable == [True, True]

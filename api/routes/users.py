@@ -247,7 +247,7 @@ async def delete_user(
             await _keep_one_admin(session, user)
         user.deleting_at = utcnow()
         await db.revoke_tokens(session, user_id=user.id, now=user.deleting_at)
-        await session.commit()
+    await session.commit()  # on a retry too: no transaction stays open across the Temporal call
     await state.temporal.start_workflow(
         UserCleanupWorkflow.run,
         UserCleanupInput(user_id=user.id, step_timeout_seconds=state.settings.user_cleanup_timeout_seconds),
