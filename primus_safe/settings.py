@@ -14,6 +14,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from db.urls import async_url as async_url  # re-exported: the URL helpers live with the database
 from db.urls import sync_url as sync_url
+from domain.clusters import ClusterTimings
+from domain.config import ClusterConfig, ImageConfig, InternalRegistry, NodeConfig, SSHConfig
+from domain.nodes import NodeTimings
 
 
 class SettingsError(RuntimeError):
@@ -127,6 +130,71 @@ class Settings(BaseSettings):
     cluster_heartbeat_timeout_seconds: int = 60
     node_addon_dir: Path | None = None
     """Directory of addon scripts `<name>.sh`; default: the shipped `domain/addons`."""
+
+    # --- typed configuration for the layers below the composition root ----------------------
+
+    def ssh_config(self) -> SSHConfig:
+        """How nodes are reached over SSH."""
+        return SSHConfig(
+            connect_timeout_seconds=self.ssh_connect_timeout_seconds,
+            command_timeout_seconds=self.ssh_command_timeout_seconds,
+            max_parallel=self.ssh_max_parallel,
+        )
+
+    def node_config(self) -> NodeConfig:
+        """What node activities need."""
+        return NodeConfig(
+            ssh=self.ssh_config(), commands=dict(self.node_commands), addon_dir=self.node_addon_dir
+        )
+
+    def cluster_config(self) -> ClusterConfig:
+        """What cluster activities need."""
+        return ClusterConfig(
+            ssh=self.ssh_config(),
+            provision_timeout_seconds=self.cluster_provision_timeout_seconds,
+            commands=dict(self.node_commands),
+        )
+
+    def image_config(self) -> ImageConfig:
+        """What image activities need."""
+        internal = None
+        if self.images_internal_registry:
+            internal = InternalRegistry(
+                address=self.images_internal_registry,
+                username=self.images_internal_username,
+                password=self.images_internal_password,
+                insecure=self.images_internal_insecure,
+            )
+        return ImageConfig(
+            internal=internal,
+            allow_loopback_sources=self.images_allow_loopback_sources,
+            parallel_layers=self.images_parallel_layers,
+            chunk_bytes=self.images_chunk_bytes,
+            request_timeout_seconds=self.images_request_timeout_seconds,
+            blob_timeout_seconds=self.images_blob_timeout_seconds,
+            heartbeat_timeout_seconds=self.images_heartbeat_timeout_seconds,
+            progress_interval_seconds=self.images_progress_interval_seconds,
+        )
+
+    def node_timings(self) -> NodeTimings:
+        """Activity timings of node workflows (travel in workflow inputs)."""
+        return NodeTimings(
+            connect_timeout=self.ssh_connect_timeout_seconds,
+            command_timeout=self.ssh_command_timeout_seconds,
+            heartbeat_timeout=self.node_heartbeat_timeout_seconds,
+            unreachable_attempts=self.ssh_unreachable_attempts,
+            retry_interval=self.ssh_retry_interval_seconds,
+        )
+
+    def cluster_timings(self) -> ClusterTimings:
+        """Activity timings of cluster workflows (travel in workflow inputs)."""
+        return ClusterTimings(
+            connect_timeout=self.ssh_connect_timeout_seconds,
+            provision_timeout=self.cluster_provision_timeout_seconds,
+            heartbeat_timeout=self.cluster_heartbeat_timeout_seconds,
+            attempts=self.ssh_unreachable_attempts,
+            retry_interval=self.ssh_retry_interval_seconds,
+        )
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -1,0 +1,76 @@
+"""Typed configuration handed to activities and workflows by the composition root.
+
+`primus_safe.settings.Settings` reads the environment; only the composition root (`primus_safe`)
+and `api` read it. Everything below them receives one of these frozen dataclasses through its
+constructor, so a layer never reaches up for process-wide settings and tests pass plain values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SSHConfig:
+    """How nodes are reached over SSH."""
+
+    connect_timeout_seconds: float = 10.0
+    """Dial, banner and authentication timeout."""
+    command_timeout_seconds: int = 900
+    """Upper bound of one remote command (an addon script)."""
+    max_parallel: int = 128
+    """Threads for blocking SSH calls: how many nodes one worker talks to at once."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """What node activities need: SSH limits, machine commands and the addon scripts."""
+
+    ssh: SSHConfig = field(default_factory=SSHConfig)
+    commands: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """Machine commands (name -> argv template), e.g. `set_hostname`, `run_addon`."""
+    addon_dir: Path | None = None
+    """Directory of addon scripts `<name>.sh` overriding the shipped catalogue."""
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """What cluster activities need: SSH limits, the provisioning bound and machine commands."""
+
+    ssh: SSHConfig = field(default_factory=SSHConfig)
+    provision_timeout_seconds: int = 7200
+    """Upper bound of one provisioning run (a kubespray playbook)."""
+    commands: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """Machine commands; `container_run` runs the kubespray image."""
+
+
+@dataclass(frozen=True)
+class InternalRegistry:
+    """The registry images are imported into."""
+
+    address: str
+    """`host:port` (or a URL with its scheme)."""
+    username: str = ""
+    password: str = field(default="", repr=False)
+    insecure: bool = False
+    """Plain HTTP (no TLS)."""
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """What image activities need: the internal registry and the copy tuning."""
+
+    internal: InternalRegistry | None = None
+    """None when no internal registry is configured."""
+    allow_loopback_sources: bool = False
+    """Allow import sources on loopback addresses; link-local is always refused."""
+    parallel_layers: int = 6
+    chunk_bytes: int = 32 * 1024 * 1024
+    """Bytes per upload request when copying a blob: the unit of progress and resumption."""
+    request_timeout_seconds: float = 60.0
+    blob_timeout_seconds: int = 3600
+    heartbeat_timeout_seconds: int = 30
+    progress_interval_seconds: float = 1.0
+    """How often a blob copy shows its progress inside an upload request."""
