@@ -31,7 +31,7 @@ from domain.nodes import ProbeInput
 from primus_safe.settings import Settings
 from workflows.cluster import ClusterWorkflow, NodeManageWorkflow
 from workflows.image_import import ImageImportWorkflow
-from workflows.node import NodeWorkflow, node_timings
+from workflows.node import NodeWorkflow
 from workflows.node_probe import SCHEDULE_ID as NODE_PROBE_SCHEDULE
 from workflows.node_probe import NodeProbeWorkflow
 from workflows.token_purge import SCHEDULE_ID as TOKEN_PURGE_SCHEDULE
@@ -135,7 +135,7 @@ async def ensure_node_probe_schedule(client: Client, settings: Settings) -> None
     probe = ProbeInput(
         ssh_queue=settings.queues.ssh,
         concurrency=settings.node_probe_concurrency,
-        timings=node_timings(settings),
+        timings=settings.node_timings(),
     )
     schedule = Schedule(
         action=ScheduleActionStartWorkflow(

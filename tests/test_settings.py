@@ -104,3 +104,17 @@ def test_invalid_secret_key_file_refused(tmp_path: Path) -> None:
     (tmp_path / "secret.key").write_text("garbage")
     with pytest.raises(SettingsError, match="not a valid Fernet key"):
         Settings(data_dir=tmp_path, dev_mode=True).encryption_key()
+
+
+def test_workflow_timings_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The composition root builds the timings workflows receive (the probe schedule's among them)."""
+    monkeypatch.setenv("PRIMUS_SSH_CONNECT_TIMEOUT_SECONDS", "3")
+    monkeypatch.setenv("PRIMUS_SSH_UNREACHABLE_ATTEMPTS", "5")
+    monkeypatch.setenv("PRIMUS_NODE_HEARTBEAT_TIMEOUT_SECONDS", "7")
+    monkeypatch.setenv("PRIMUS_CLUSTER_PROVISION_TIMEOUT_SECONDS", "99")
+    settings = Settings()
+    node = settings.node_timings()
+    assert (node.connect_timeout, node.unreachable_attempts, node.heartbeat_timeout) == (3, 5, 7)
+    assert node.command_timeout == settings.ssh_command_timeout_seconds
+    cluster = settings.cluster_timings()
+    assert (cluster.connect_timeout, cluster.attempts, cluster.provision_timeout) == (3, 5, 99)
