@@ -1,4 +1,9 @@
-"""The error hierarchy. Each error carries upstream's `Primus.000NN` code and HTTP status."""
+"""The error hierarchy. Each error carries upstream's `Primus.000NN` code and HTTP status.
+
+Upstream's other generic codes get a class when something here raises them: 00006 (entity too
+large: answered by `api/body_limit.py` before any route), 00007 (not implemented, 501),
+00008 (quota insufficient, 503) and 00010 (resource processing, 409).
+"""
 
 from __future__ import annotations
 
@@ -63,43 +68,11 @@ class NotFound(PrimusError):
         self.name = name
 
 
-class EntityTooLarge(PrimusError):
-    """The request body is over the limit (413)."""
-
-    code = "Primus.00006"
-    status = 413
-    prefix = "Request entity is too large: "
-
-
-class NotImplementedYet(PrimusError):
-    """The operation is not implemented (501)."""
-
-    code = "Primus.00007"
-    status = 501
-    prefix = ""
-
-
-class QuotaInsufficient(PrimusError):
-    """Not enough quota (503, as upstream)."""
-
-    code = "Primus.00008"
-    status = 503
-    prefix = ""
-
-
 class Unauthenticated(PrimusError):
     """No valid credentials (401)."""
 
     code = "Primus.00009"
     status = 401
-    prefix = ""
-
-
-class ResourceProcessing(PrimusError):
-    """The resource is busy with another operation (409)."""
-
-    code = "Primus.00010"
-    status = 409
     prefix = ""
 
 

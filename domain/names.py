@@ -38,8 +38,3 @@ def dns1123_error(name: str) -> str | None:
 def random_suffix(length: int = 5) -> str:
     """Random characters from the Kubernetes name-generation alphabet."""
     return "".join(secrets.choice(SUFFIX_ALPHABET) for _ in range(length))
-
-
-def generate_name(base: str) -> str:
-    """Upstream's GenerateName: base cut to 57 characters, then '-' and 5 random characters."""
-    return f"{base[:57].rstrip('-')}-{random_suffix()}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
@@ -18,7 +18,6 @@ from pydantic.alias_generators import to_camel
 from domain import quantity as q
 
 WorkloadKind = Literal["PyTorchJob", "Deployment", "StatefulSet", "Authoring"]
-WORKLOAD_KINDS: tuple[str, ...] = get_args(WorkloadKind)
 ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
 VolumeType = Literal["pfs", "hostpath"]
 

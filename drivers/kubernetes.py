@@ -42,7 +42,6 @@ from drivers.execution import (
 
 T = TypeVar("T")
 JSON_PATCH = "application/json-patch+json"
-MERGE_PATCH = "application/merge-patch+json"
 
 
 def load_kubeconfig(kubeconfig: str | Mapping[str, Any]) -> dict[str, Any]:

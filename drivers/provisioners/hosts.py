@@ -14,8 +14,6 @@ from domain.clusters import WORK_ROOT
 from drivers.provisioners.base import LineSink, NodeAccess, Provisioned, Provisioner, ProvisionFailed
 from drivers.ssh import CommandFailed
 
-PODS_DIR = "pods"
-
 # $1 root, $2 cluster: fixed script, arguments never pasted in.
 _PREPARE = """\
 set -e
