@@ -1,4 +1,10 @@
-"""Images in the internal registry, their import jobs and the per-blob copy progress of an import."""
+"""Images in the internal registry, their import jobs, per-blob copy progress, registry checks.
+
+An image's status (`Importing` -> `Ready` | `Failed`, a failed one reset to `Importing`, removal)
+changes only through the guarded transitions below, each called from one activity; the API writes
+the record when an import is requested and the deletion request (`deleting_at`), nothing more.
+An image with `deleting_at` set is gone for the API: lists and lookups leave it out.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     case,
+    delete,
     func,
     select,
     update,
@@ -27,7 +34,15 @@ from db.base import Base, UTCDateTime
 from db.encryption import SecretBox
 from db.image_registries import ImageRegistry, get_registry, registry_credentials
 from db.secrets import list_secrets, load_image_credentials
-from domain.images import LAYER_DONE, STATUS_READY, registry_location
+from domain.images import (
+    LAYER_DONE,
+    STATUS_FAILED,
+    STATUS_IMPORTING,
+    STATUS_READY,
+    ImageStatus,
+    RegistryCheck,
+    registry_location,
+)
 from domain.secrets import registry_host
 
 
@@ -56,6 +71,8 @@ class Image(Base):
     created_by_name: Mapped[str] = mapped_column(String(63), default="", index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    deleting_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+    """When deletion was requested; the `image-delete/<id>` workflow then removes the row."""
 
 
 class ImageImportJob(Base):
@@ -93,6 +110,20 @@ class ImageLayer(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class RegistryStats(Base):
+    """The last check of a registry by the `system/registry-stats` schedule (one row per host)."""
+
+    __tablename__ = "registry_stats"
+
+    registry_host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    """`healthy` when `GET /v2/` answered, else `unhealthy`."""
+    message: Mapped[str] = mapped_column(Text, default="")
+    repositories: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
+    """Repositories in the registry's catalogue (None when it could not be listed)."""
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 OrderColumn = Literal["created_at", "id", "tag", "status", "size", "updated_at"]
 ORDER_COLUMNS: dict[str, Any] = {
     "created_at": Image.created_at,
@@ -113,14 +144,22 @@ class ImageFilter:
     user_name: str | None = None
 
 
-async def get_image(session: AsyncSession, *, image_id: int) -> Image | None:
-    """The image with `image_id`, or None."""
-    return await session.get(Image, image_id)
+async def get_image(session: AsyncSession, *, image_id: int, include_deleting: bool = False) -> Image | None:
+    """The image with `image_id`, or None (also when its deletion was requested, unless asked)."""
+    image = await session.get(Image, image_id)
+    if image is None or (image.deleting_at is not None and not include_deleting):
+        return None
+    return image
 
 
-async def get_image_by_tag(session: AsyncSession, *, tag: str) -> Image | None:
-    """The image stored under the full reference `tag`, or None."""
-    return (await session.execute(select(Image).where(Image.tag == tag))).scalar_one_or_none()
+async def get_image_by_tag(
+    session: AsyncSession, *, tag: str, include_deleting: bool = False
+) -> Image | None:
+    """The image stored under the full reference `tag`, or None (as `get_image`)."""
+    image = (await session.execute(select(Image).where(Image.tag == tag))).scalar_one_or_none()
+    if image is None or (image.deleting_at is not None and not include_deleting):
+        return None
+    return image
 
 
 async def get_import_job(session: AsyncSession, *, image_id: int) -> ImageImportJob | None:
@@ -138,7 +177,7 @@ async def list_images(
     offset: int,
 ) -> tuple[int, list[Image]]:
     """(total matches, one page), ordered by `order_by` then id in the same direction."""
-    conditions: list[ColumnElement[bool]] = []
+    conditions: list[ColumnElement[bool]] = [Image.deleting_at.is_(None)]
     if where.tag:
         escaped = where.tag.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         conditions.append(Image.tag.like(f"%{escaped}%", escape="\\"))
@@ -164,12 +203,13 @@ async def layers_of(session: AsyncSession, *, image_id: int) -> list[ImageLayer]
 async def same_manifest_elsewhere(
     session: AsyncSession, *, registry_host: str, repository: str, digest: str, exclude_id: int
 ) -> bool:
-    """Whether another image in the same repository points at the same manifest digest."""
+    """Whether another image in the same repository, not being deleted, points at the same manifest."""
     query = select(func.count()).where(
         Image.registry_host == registry_host,
         Image.repository == repository,
         Image.digest == digest,
         Image.id != exclude_id,
+        Image.deleting_at.is_(None),
     )
     return bool((await session.execute(query)).scalar_one())
 
@@ -184,6 +224,7 @@ async def mount_candidate(
         .where(
             Image.registry_host == registry_host,
             Image.status == STATUS_READY,
+            Image.deleting_at.is_(None),
             Image.id != exclude_image_id,
             ImageLayer.digest == digest,
             ImageLayer.status.in_(LAYER_DONE),
@@ -320,3 +361,133 @@ async def get_layer(session: AsyncSession, *, image_id: int, digest: str) -> Ima
     """One blob row of an import, or None."""
     query = select(ImageLayer).where(ImageLayer.image_id == image_id, ImageLayer.digest == digest)
     return (await session.execute(query)).scalar_one_or_none()
+
+
+# ---- status transitions (each called from one activity) ---------------------------------------
+
+
+async def finish_import(
+    session: AsyncSession, *, image_id: int, status: ImageStatus, message: str, now: datetime
+) -> bool:
+    """Importing -> Ready or Failed (with the reason); layers still open fail with a failed import.
+    False when the image is not Importing (removed, or already finished)."""
+    if status not in (STATUS_READY, STATUS_FAILED):
+        raise ValueError(f"an import ends Ready or Failed, not {status}")
+    result = await session.execute(
+        update(Image)
+        .where(Image.id == image_id, Image.status == STATUS_IMPORTING)
+        .values(status=status, message=message[:4000], updated_at=now)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return False
+    await session.execute(
+        update(ImageImportJob).where(ImageImportJob.image_id == image_id).values(finished_at=now)
+    )
+    if status == STATUS_FAILED:
+        await session.execute(
+            update(ImageLayer)
+            .where(ImageLayer.image_id == image_id, ImageLayer.status.in_(("pending", "downloading")))
+            .values(status="failed", updated_at=now)
+        )
+    return True
+
+
+async def restart_import(
+    session: AsyncSession, *, image_id: int, job: ImageImportJob, user_id: str, user_name: str, now: datetime
+) -> bool:
+    """Failed -> Importing for a new import by `user_id`: message, layers and the old job cleared,
+    `job` recorded. False when the image is not Failed (or its deletion was requested)."""
+    result = await session.execute(
+        update(Image)
+        .where(Image.id == image_id, Image.status == STATUS_FAILED, Image.deleting_at.is_(None))
+        .values(
+            status=STATUS_IMPORTING, message="", updated_at=now, created_by=user_id, created_by_name=user_name
+        )
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return False
+    await session.execute(delete(ImageLayer).where(ImageLayer.image_id == image_id))
+    await session.execute(delete(ImageImportJob).where(ImageImportJob.image_id == image_id))
+    session.add(job)
+    return True
+
+
+async def remove_image(session: AsyncSession, *, image_id: int) -> bool:
+    """Deletion requested -> gone: the row with its job and layers. False when it is not there or
+    its deletion was never requested."""
+    result = await session.execute(delete(Image).where(Image.id == image_id, Image.deleting_at.is_not(None)))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+# ---- requests (written by the API) --------------------------------------------------------------
+
+
+async def request_deletion(session: AsyncSession, *, image_id: int, now: datetime) -> bool:
+    """Record that the image is to be deleted; False when that was already requested."""
+    result = await session.execute(
+        update(Image).where(Image.id == image_id, Image.deleting_at.is_(None)).values(deleting_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def withdraw_deletion(session: AsyncSession, *, image_id: int, requested_at: datetime) -> None:
+    """Undo `request_deletion` of `requested_at` (its workflow could not be started)."""
+    await session.execute(
+        update(Image).where(Image.id == image_id, Image.deleting_at == requested_at).values(deleting_at=None)
+    )
+
+
+# ---- registry statistics ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportedUsage:
+    """What was imported into one registry: repositories and distinct blob bytes of Ready images."""
+
+    repositories: int
+    storage: int
+
+
+async def imported_usage(session: AsyncSession, *, registry_host: str) -> ImportedUsage:
+    """Repositories holding a Ready image in `registry_host`, and the bytes of their distinct blobs
+    (layers and configs of every platform; a blob shared by images counts once)."""
+    ready = (Image.registry_host == registry_host, Image.status == STATUS_READY, Image.deleting_at.is_(None))
+    repositories = (
+        await session.execute(select(func.count(func.distinct(Image.repository))).where(*ready))
+    ).scalar_one()
+    blobs = (
+        select(ImageLayer.digest, func.max(ImageLayer.size).label("size"))
+        .join(Image, Image.id == ImageLayer.image_id)
+        .where(*ready)
+        .group_by(ImageLayer.digest)
+        .subquery()
+    )
+    storage = (await session.execute(select(func.coalesce(func.sum(blobs.c.size), 0)))).scalar_one()
+    return ImportedUsage(repositories=int(repositories), storage=int(storage))
+
+
+async def record_registry_check(session: AsyncSession, *, check: RegistryCheck, now: datetime) -> None:
+    """Keep `check` as the latest of its registry."""
+    row = await session.get(RegistryStats, check.registry)
+    if row is None:
+        session.add(
+            RegistryStats(
+                registry_host=check.registry,
+                status=check.status,
+                message=check.message[:4000],
+                repositories=check.repositories,
+                checked_at=now,
+            )
+        )
+        return
+    row.status, row.message, row.repositories, row.checked_at = (
+        check.status,
+        check.message[:4000],
+        check.repositories,
+        now,
+    )
+
+
+async def last_registry_check(session: AsyncSession, *, registry_host: str) -> RegistryStats | None:
+    """The latest recorded check of `registry_host`, or None before the first."""
+    return await session.get(RegistryStats, registry_host)

@@ -3,7 +3,7 @@
 from db.base import Base
 from db.clusters import Cluster, ClusterLog
 from db.image_registries import ImageRegistry
-from db.images import Image, ImageImportJob, ImageLayer
+from db.images import Image, ImageImportJob, ImageLayer, RegistryStats
 from db.node_flavors import NodeFlavor
 from db.node_templates import NodeTemplate
 from db.nodes import Node, NodeLog
@@ -24,6 +24,7 @@ __all__ = [
     "NodeLog",
     "NodeTemplate",
     "PublicKey",
+    "RegistryStats",
     "Secret",
     "User",
     "UserToken",

@@ -39,6 +39,14 @@ LAYER_DONE: tuple[str, ...] = ("completed", "skipped", "mounted")
 
 INCLUDE_TYPE_IMPORT = "import"
 
+# Activities called by name from workflows that import no activity module (see workflows/).
+ACTIVITY_CANCEL_IMPORT = "images.cancel_import"
+ACTIVITY_DELETE_MANIFEST = "images.delete_manifest"
+ACTIVITY_REMOVE_IMAGE = "images.remove"
+ACTIVITY_REGISTRY_STATS = "images.registry_stats"
+
+RegistryHealth = Literal["healthy", "unhealthy"]
+
 _REPO_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
@@ -185,6 +193,16 @@ def hostname_refusal(host: str) -> str | None:
     return None
 
 
+def import_workflow_id(image_id: int) -> str:
+    """One import per image: a repeated request cannot start a twin."""
+    return f"image-import/{image_id}"
+
+
+def delete_workflow_id(image_id: int) -> str:
+    """One deletion per image: a repeated DELETE cannot start a twin."""
+    return f"image-delete/{image_id}"
+
+
 def percent(done: int, total: int) -> int:
     """Whole-number progress in 0..100."""
     if total <= 0:
@@ -238,6 +256,8 @@ class ImportSpec(BaseModel):
     step_timeout_seconds: int = 120
     blob_timeout_seconds: int = 3600
     heartbeat_timeout_seconds: int = 30
+    restart: bool = False
+    """The image failed before: the run waits for the `restart` update to reset it first."""
 
 
 class ResolveInput(BaseModel):
@@ -285,10 +305,60 @@ class FinishImport(BaseModel):
     message: str = ""
 
 
+class RestartImport(BaseModel):
+    """Reset a failed image to Importing for a new import by `user_id` (the `restart` update)."""
+
+    image_id: int
+    source: str
+    target: str
+    source_registry_id: int | None = None
+    user_id: str
+    user_name: str
+
+
 class ImportResult(BaseModel):
     """The workflow's result."""
 
     image_id: int
     status: ImageStatus
     digest: str = ""
+    message: str = ""
+
+
+class DeleteImageInput(BaseModel):
+    """The deletion workflow's input: which image, where its registry activities run."""
+
+    image_id: int
+    activity_queue: str
+    step_timeout_seconds: int = 120
+
+
+ManifestOutcome = Literal["deleted", "absent", "shared", "skipped", "gone"]
+"""`deleted`; `absent` (the registry had no such manifest); `shared` (another image points at it);
+`skipped` (no digest, or not in the internal registry); `gone` (the record was already removed)."""
+
+
+class DeleteImageResult(BaseModel):
+    """What the deletion did."""
+
+    image_id: int
+    import_cancelled: bool
+    manifest: ManifestOutcome
+    removed: bool
+
+
+class RegistryStatsInput(BaseModel):
+    """The scheduled registry check: where its activity runs and how long it may take."""
+
+    activity_queue: str
+    timeout_seconds: int = 120
+
+
+class RegistryCheck(BaseModel):
+    """One check of the internal registry: health, and its catalogue size when it answered."""
+
+    registry: str
+    """`host:port`; "" when no internal registry is configured (nothing is recorded then)."""
+    status: RegistryHealth = "unhealthy"
+    repositories: int | None = None
     message: str = ""
