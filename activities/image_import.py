@@ -1,4 +1,5 @@
-"""Image import steps: resolve the source, copy blobs (resumable), push manifests, record the end.
+"""Image import steps: reset a failed image, resolve the source, copy blobs (resumable), push
+manifests, record the end.
 
 Credentials are loaded here, from the image registry named by the import or else from the image
 registries and image secrets whose server matches the source host; they never travel through
@@ -12,12 +13,11 @@ import asyncio
 import base64
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from sqlalchemy import update
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -25,10 +25,11 @@ from db import images as db
 from db.encryption import SecretBox
 from db.images import Image, ImageImportJob, ImageLayer
 from db.session import SessionFactory
+from domain.config import ImageConfig
+from domain.failures import Failure
 from domain.images import (
     INDEX_MANIFESTS,
     SINGLE_MANIFESTS,
-    STATUS_FAILED,
     BlobCopy,
     BlobPlan,
     BlobResult,
@@ -38,6 +39,8 @@ from domain.images import (
     ManifestPlan,
     PushManifests,
     ResolveInput,
+    RestartImport,
+    import_workflow_id,
     parse_reference,
     percent,
     platform_key,
@@ -53,7 +56,9 @@ from drivers.oci_registry import (
     RegistryNotFound,
     address_guard,
 )
-from primus_safe.settings import Settings
+
+ConfigSource = ImageConfig | Callable[[], ImageConfig]
+"""The configuration, or a function returning the current one (read at every use)."""
 
 
 @dataclass(frozen=True)
@@ -69,30 +74,53 @@ class _Endpoint:
 def as_application_error(err: RegistryError) -> ApplicationError:
     """The Temporal failure for a registry error: only transient ones are retried."""
     if isinstance(err, RegistryAuthError):
-        return ApplicationError(str(err), type="AuthenticationFailed", non_retryable=True)
+        return ApplicationError(str(err), type=Failure.AUTHENTICATION_FAILED, non_retryable=True)
     if isinstance(err, RegistryNotFound):
-        return ApplicationError(str(err), type="NotFound", non_retryable=True)
+        return ApplicationError(str(err), type=Failure.NOT_FOUND, non_retryable=True)
     if isinstance(err, AddressRefused):
-        return ApplicationError(str(err), type="Invalid", non_retryable=True)
+        return ApplicationError(str(err), type=Failure.INVALID, non_retryable=True)
     if 400 <= err.status < 500 and err.status not in (408, 429):
-        return ApplicationError(str(err), type="RegistryRejected", non_retryable=True)
-    return ApplicationError(str(err), type="RegistryUnavailable")
+        return ApplicationError(str(err), type=Failure.REGISTRY_REJECTED, non_retryable=True)
+    return ApplicationError(str(err), type=Failure.REGISTRY_UNAVAILABLE)
+
+
+def connection_failed(err: httpx.TransportError) -> ApplicationError:
+    """The Temporal failure for a registry that could not be reached (retried)."""
+    return ApplicationError(f"registry connection failed: {err!r}", type=Failure.REGISTRY_UNAVAILABLE)
 
 
 def image_gone(image_id: int) -> ApplicationError:
     return ApplicationError(
-        f"image {image_id} was deleted during the import", type="NotFound", non_retryable=True
+        f"image {image_id} was deleted during the import", type=Failure.NOT_FOUND, non_retryable=True
     )
 
 
-class ImageImportActivities:
-    """Idempotent steps: a retry re-checks the target before sending anything."""
+def internal_endpoint(config: ImageConfig) -> tuple[str, str | None]:
+    """(host[:port], scheme or None) of the internal registry; Invalid when none is configured."""
+    if config.internal is None:
+        raise ApplicationError("no internal registry is configured", type=Failure.INVALID, non_retryable=True)
+    return registry_location(config.internal.address)
 
-    def __init__(self, sessions: SessionFactory, settings: Settings, box: SecretBox) -> None:
+
+class ImageImportActivities:
+    """Idempotent steps: a retry re-checks the target before sending anything.
+
+    `config` is the image configuration or a function returning the current one: the worker
+    passes `Settings.image_config`, so a platform whose internal registry is repointed while it
+    runs (the tests do) uses the new one at once.
+    """
+
+    def __init__(self, sessions: SessionFactory, config: ConfigSource, box: SecretBox) -> None:
         self._sessions = sessions
-        self._settings = settings
+        self._config_source = config
         self._box = box
         self._clients: dict[_Endpoint, RegistryClient] = {}
+
+    @property
+    def config(self) -> ImageConfig:
+        """The configuration in force."""
+        source = self._config_source
+        return source if isinstance(source, ImageConfig) else source()
 
     async def aclose(self) -> None:
         """Close every cached registry connection."""
@@ -108,14 +136,15 @@ class ImageImportActivities:
             if len(self._clients) >= 32:
                 oldest = next(iter(self._clients))
                 asyncio.get_running_loop().create_task(self._clients.pop(oldest).aclose())
-            guard = address_guard(allow_loopback=self._settings.images_allow_loopback_sources)
+            config = self.config
+            guard = address_guard(allow_loopback=config.allow_loopback_sources)
             client = RegistryClient(
                 endpoint.host,
                 username=endpoint.username,
                 password=endpoint.password,
                 insecure=endpoint.insecure,
                 scheme=endpoint.scheme,
-                timeout=self._settings.images_request_timeout_seconds,
+                timeout=config.request_timeout_seconds,
                 guard=guard if endpoint.guarded else None,
             )
             self._clients[endpoint] = client
@@ -123,17 +152,16 @@ class ImageImportActivities:
 
     def target_client(self) -> RegistryClient:
         """The internal registry."""
-        host = self._settings.images_internal_registry
-        if not host:
-            raise ApplicationError("no internal registry is configured", type="Invalid", non_retryable=True)
-        location, scheme = registry_location(host)
+        config = self.config
+        location, scheme = internal_endpoint(config)
+        assert config.internal is not None
         return self._client(
             _Endpoint(
                 host=location,
                 scheme=scheme,
-                username=self._settings.images_internal_username,
-                password=self._settings.images_internal_password,
-                insecure=self._settings.images_internal_insecure,
+                username=config.internal.username,
+                password=config.internal.password,
+                insecure=config.internal.insecure,
                 guarded=False,
             )
         )
@@ -149,6 +177,29 @@ class ImageImportActivities:
 
     # ---- activities -------------------------------------------------------------------------
 
+    @activity.defn(name="images.reset")
+    async def reset(self, params: RestartImport) -> bool:
+        """Failed -> Importing for a new import (message, layers and job cleared, a new job
+        recorded); False when the image is not Failed any more (or its deletion was requested)."""
+        now = utcnow()
+        job = ImageImportJob(
+            image_id=params.image_id,
+            workflow_id=import_workflow_id(params.image_id),
+            source_ref=params.source,
+            target_ref=params.target,
+            source_registry_id=params.source_registry_id,
+            started_at=now,
+        )
+        async with self._sessions() as session, session.begin():
+            return await db.restart_import(
+                session,
+                image_id=params.image_id,
+                job=job,
+                user_id=params.user_id,
+                user_name=params.user_name,
+                now=now,
+            )
+
     @activity.defn(name="images.resolve")
     async def resolve(self, params: ResolveInput) -> ImportPlan:
         """Read the source manifest (all platforms of an index); record blobs and image facts."""
@@ -159,7 +210,7 @@ class ImageImportActivities:
             manifests, blobs, platforms = await _expand(client, ref.repository, top)
         except RegistryNotFound as err:
             message = f"source image {ref} not found ({err.code or err.status})"
-            raise ApplicationError(message, type="NotFound", non_retryable=True) from err
+            raise ApplicationError(message, type=Failure.NOT_FOUND, non_retryable=True) from err
         except RegistryError as err:
             raise as_application_error(err) from err
         await self._record_plan(params.image_id, top, blobs, platforms)
@@ -215,9 +266,7 @@ class ImageImportActivities:
         except RegistryError as err:
             raise as_application_error(err) from err
         except httpx.TransportError as err:
-            raise ApplicationError(
-                f"registry connection failed: {err!r}", type="RegistryUnavailable"
-            ) from err
+            raise connection_failed(err) from err
         await self._progress(params.image_id, blob.digest, "completed", blob.size)
         return BlobResult(digest=blob.digest, outcome="completed", bytes_sent=sent)
 
@@ -251,7 +300,7 @@ class ImageImportActivities:
     ) -> int:
         """Stream source -> target in chunks, hashing every byte; returns the bytes sent."""
         blob, repo = params.blob, target.repository
-        chunk = max(1024 * 1024, self._settings.images_chunk_bytes)
+        chunk = max(1024 * 1024, self.config.chunk_bytes)
         location, offset = await self._resume_point(params.image_id, blob.digest, dst, repo)
         if offset == 0 and location is None:
             location = await dst.start_upload(repo)
@@ -279,7 +328,7 @@ class ImageImportActivities:
             await dst.cancel_upload(repo, location)
             raise ApplicationError(
                 f"blob {blob.digest} read from the source has digest {digest} ({stream.read} bytes)",
-                type="DigestMismatch",
+                type=Failure.DIGEST_MISMATCH,
             )
         await dst.finish_upload(repo, location, blob.digest)
         return sent
@@ -287,7 +336,7 @@ class ImageImportActivities:
     async def _report_in_flight(self, image_id: int, blob: BlobPlan, stream: _SourceStream) -> None:
         """Every progress interval, show the bytes sent so far (inside a request, too)."""
         while True:
-            await asyncio.sleep(self._settings.images_progress_interval_seconds)
+            await asyncio.sleep(self.config.progress_interval_seconds)
             position = stream.position
             async with self._sessions() as session, session.begin():
                 await db.set_layer_percent(
@@ -344,34 +393,25 @@ class ImageImportActivities:
         except RegistryError as err:
             raise as_application_error(err) from err
         if stored != digest:
-            raise ApplicationError(f"target tag points at {stored}, expected {digest}", type="DigestMismatch")
+            raise ApplicationError(
+                f"target tag points at {stored}, expected {digest}", type=Failure.DIGEST_MISMATCH
+            )
         return digest
 
     @activity.defn(name="images.finish")
     async def finish(self, params: FinishImport) -> bool:
-        """Set the image's final status (and message); False when the image was deleted meanwhile."""
-        now = utcnow()
+        """Importing -> the final status (and message); False when the image is not Importing
+        (removed meanwhile, or finished by an earlier attempt)."""
+        if params.status not in ("Ready", "Failed"):
+            raise ApplicationError(
+                f"an import ends Ready or Failed, not {params.status}",
+                type=Failure.INVALID,
+                non_retryable=True,
+            )
         async with self._sessions() as session, session.begin():
-            result = await session.execute(
-                update(Image)
-                .where(Image.id == params.image_id)
-                .values(status=params.status, message=params.message[:4000], updated_at=now)
+            return await db.finish_import(
+                session, image_id=params.image_id, status=params.status, message=params.message, now=utcnow()
             )
-            await session.execute(
-                update(ImageImportJob)
-                .where(ImageImportJob.image_id == params.image_id)
-                .values(finished_at=now)
-            )
-            if params.status == STATUS_FAILED:
-                await session.execute(
-                    update(ImageLayer)
-                    .where(
-                        ImageLayer.image_id == params.image_id,
-                        ImageLayer.status.in_(("pending", "downloading")),
-                    )
-                    .values(status="failed", updated_at=now)
-                )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def _beat(blob: BlobPlan, offset: int) -> dict[str, Any]:

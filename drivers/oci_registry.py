@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import json
 import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -462,30 +461,3 @@ class RegistryClient:
             )
         except RegistryNotFound:
             return []
-
-
-async def registry_usage(client: RegistryClient, *, max_repositories: int = 10000) -> tuple[int, int]:
-    """(repositories, bytes) of a registry: distinct blobs plus manifest bytes over every tag."""
-    repositories = (await client.catalog())[:max_repositories]
-    blobs: dict[str, int] = {}
-    manifests: dict[str, int] = {}
-
-    async def walk(repository: str, reference: str) -> None:
-        try:
-            manifest = await client.get_manifest(repository, reference)
-        except RegistryNotFound:
-            return
-        if manifest.digest in manifests:
-            return
-        manifests[manifest.digest] = len(manifest.body)
-        document = json.loads(manifest.body)
-        for child in document.get("manifests") or []:
-            await walk(repository, child["digest"])
-        for desc in [document.get("config") or {}, *(document.get("layers") or [])]:
-            if desc.get("digest"):
-                blobs[desc["digest"]] = int(desc.get("size", 0))
-
-    for repository in repositories:
-        for tag in await client.tags(repository):
-            await walk(repository, tag)
-    return len(repositories), sum(blobs.values()) + sum(manifests.values())

@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     images_heartbeat_timeout_seconds: int = 30
     images_progress_interval_seconds: float = 1.0
     """How often a blob copy shows its progress inside an upload request."""
+    images_stats_interval_seconds: int = 300
+    """How often the `system/registry-stats` schedule checks the internal registry."""
 
     node_probe_interval_seconds: int = 300
     """How often the `system/node-probe` schedule checks every node's SSH reachability."""

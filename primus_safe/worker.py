@@ -23,17 +23,22 @@ from temporalio.worker import Worker
 
 from activities.cluster import ClusterActivities
 from activities.image_import import ImageImportActivities
+from activities.images import ImageActivities
 from activities.node import NodeActivities
 from activities.users import UserActivities
 from db.encryption import SecretBox
 from db.session import SessionFactory
+from domain.images import RegistryStatsInput
 from domain.nodes import ProbeInput
 from primus_safe.settings import Settings
 from workflows.cluster import ClusterWorkflow, NodeManageWorkflow
+from workflows.image_delete import ImageDeleteWorkflow
 from workflows.image_import import ImageImportWorkflow
 from workflows.node import NodeWorkflow
 from workflows.node_probe import SCHEDULE_ID as NODE_PROBE_SCHEDULE
 from workflows.node_probe import NodeProbeWorkflow
+from workflows.registry_stats import SCHEDULE_ID as REGISTRY_STATS_SCHEDULE
+from workflows.registry_stats import RegistryStatsWorkflow
 from workflows.token_purge import SCHEDULE_ID as TOKEN_PURGE_SCHEDULE
 from workflows.token_purge import TokenPurgeWorkflow
 from workflows.user_cleanup import UserCleanupWorkflow
@@ -46,6 +51,8 @@ CONTROL_WORKFLOWS: list[type] = [
     NodeWorkflow,
     NodeProbeWorkflow,
     ImageImportWorkflow,
+    ImageDeleteWorkflow,
+    RegistryStatsWorkflow,
     ClusterWorkflow,
     NodeManageWorkflow,
 ]
@@ -95,12 +102,24 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
 
 
 def build_image_worker(client: Client, settings: Settings, sessions: SessionFactory) -> Worker:
-    """The images queue: registry I/O of image imports (blob copies heartbeat and resume)."""
-    images = ImageImportActivities(sessions, settings, SecretBox(settings.encryption_key()))
+    """The images queue: registry I/O of image imports (blob copies heartbeat and resume), image
+    deletions and the registry check."""
+    images = ImageImportActivities(sessions, settings.image_config, SecretBox(settings.encryption_key()))
+    steps = ImageActivities(sessions, client, settings.image_config)
     return Worker(
         client,
         task_queue=settings.queues.images,
-        activities=[images.resolve, images.copy_blob, images.push_manifests, images.finish],
+        activities=[
+            images.reset,
+            images.resolve,
+            images.copy_blob,
+            images.push_manifests,
+            images.finish,
+            steps.cancel_import,
+            steps.delete_manifest,
+            steps.remove,
+            steps.registry_stats,
+        ],
         max_concurrent_activities=max(8, settings.images_parallel_layers * 4),
         max_heartbeat_throttle_interval=timedelta(seconds=2),  # layer progress stays current in the UI
     )
@@ -128,6 +147,7 @@ async def ensure_schedules(client: Client, settings: Settings) -> None:
 
         await client.get_schedule_handle(TOKEN_PURGE_SCHEDULE).update(_update)
     await ensure_node_probe_schedule(client, settings)
+    await ensure_registry_stats_schedule(client, settings)
 
 
 async def ensure_node_probe_schedule(client: Client, settings: Settings) -> None:
@@ -154,6 +174,36 @@ async def ensure_node_probe_schedule(client: Client, settings: Settings) -> None
             return ScheduleUpdate(schedule=schedule)
 
         await client.get_schedule_handle(NODE_PROBE_SCHEDULE).update(_update)
+
+
+async def ensure_registry_stats_schedule(client: Client, settings: Settings) -> None:
+    """The `system/registry-stats` schedule: the internal registry's health and catalogue size,
+    recorded for `GET /harbor/stats`; run at once when created and on every worker start."""
+    every = timedelta(seconds=max(1, settings.images_stats_interval_seconds))
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            RegistryStatsWorkflow.run,
+            RegistryStatsInput(
+                activity_queue=settings.queues.images,
+                timeout_seconds=int(max(30, settings.images_request_timeout_seconds * 2)),
+            ),
+            id="system/registry-stats-run",
+            task_queue=settings.queues.control,
+            execution_timeout=max(every, timedelta(minutes=5)),  # a run no worker takes ends
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+    try:
+        await client.create_schedule(REGISTRY_STATS_SCHEDULE, schedule, trigger_immediately=True)
+    except ScheduleAlreadyRunningError:
+
+        def _update(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=schedule)
+
+        handle = client.get_schedule_handle(REGISTRY_STATS_SCHEDULE)
+        await handle.update(_update)
+        await handle.trigger()
 
 
 async def run_workers(

@@ -4,6 +4,7 @@ finished layers; wrong credentials and missing tags fail once, with a readable m
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import signal
@@ -296,9 +297,8 @@ async def test_copy_resumes_a_recorded_upload_session(
     await add_registry(platform, source_reg)
     source = f"{source_reg.host}/big/data:1"
     image_id, target_ref = await add_image(platform, source, target.host)
-    saved_chunk = platform.settings.images_chunk_bytes
-    platform.settings.images_chunk_bytes = 1024 * 1024
-    activities = ImageImportActivities(platform.state.sessions, platform.settings, platform.state.box)
+    config = dataclasses.replace(platform.settings.image_config(), chunk_bytes=1024 * 1024)
+    activities = ImageImportActivities(platform.state.sessions, config, platform.state.box)
     env = ActivityEnvironment()
     try:
         plan = await env.run(activities.resolve, ResolveInput(image_id=image_id, source=source))
@@ -327,7 +327,6 @@ async def test_copy_resumes_a_recorded_upload_session(
         )
         result = await env.run(activities.copy_blob, copy)
     finally:
-        platform.settings.images_chunk_bytes = saved_chunk
         await activities.aclose()
     assert result.outcome == "completed" and result.bytes_sent == blob.size - 1024 * 1024
     new = target.access_log()[len(before) :]

@@ -15,20 +15,25 @@ import httpx
 import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 
+from domain.images import DeleteImageResult
 from drivers.oci_registry import RegistryClient
 from tests.conftest import Platform
+from tests.fixtures.histories import replay_and_keep
 from tests.fixtures.registry import (
     Registry,
     Throttle,
     internal_registry_at,
     multi_arch_image,
     random_image,
+    refresh_registry_stats,
     restart_empty,
     running_registries,
     skopeo_digest,
     skopeo_push,
     small_image,
 )
+from workflows.image_delete import ImageDeleteWorkflow
+from workflows.image_import import ImageImportWorkflow
 
 PORTS = {
     "source": (15007, "", ""),
@@ -226,6 +231,7 @@ async def test_progress_details_and_delete(
     admin: dict[str, str],
     alice: dict[str, str],
     bob: dict[str, str],
+    platform: Platform,
     regs: dict[str, Registry],
 ) -> None:
     await add_registry(api, admin, regs["source"])
@@ -254,6 +260,7 @@ async def test_progress_details_and_delete(
         await api.put(f"/api/v1/images:import/{unknown}/progress", json=progress, headers=alice)
     ).status_code == 404
 
+    await refresh_registry_stats(platform.state.temporal, platform.settings)  # as the schedule does
     stats = (await api.get("/api/v1/harbor/stats", headers=bob)).json()
     assert stats["status"] == "healthy" and stats["public_repo_count"] >= 1 and stats["total_storage"] > 0
     assert (
@@ -263,9 +270,17 @@ async def test_progress_details_and_delete(
 
     assert (await api.delete(f"/api/v1/images/{image_id}", headers=bob)).status_code == 403
     assert (await api.delete(f"/api/v1/images/{image_id}", headers=alice)).status_code == 200
+    # gone for the API at once; the manifest goes in the image-delete workflow
+    assert (await api.get(f"/api/v1/images/{image_id}/importing-details", headers=alice)).status_code == 404
+    assert (await api.get("/api/v1/images", headers=alice)).json()["totalCount"] == 0
+    assert (await api.delete(f"/api/v1/images/{image_id}", headers=alice)).status_code == 404
+    deletion = platform.state.temporal.get_workflow_handle(
+        f"image-delete/{image_id}", result_type=DeleteImageResult
+    )
+    result = await asyncio.wait_for(deletion.result(), 30)
+    assert result.manifest == "deleted" and result.removed, result
     async with RegistryClient(regs["internal"].host, insecure=True) as client:
         assert await client.manifest_digest("sync/team/app", "1") is None
-    assert (await api.get(f"/api/v1/images/{image_id}/importing-details", headers=alice)).status_code == 404
     assert (await api.delete(f"/api/v1/images/{image_id}", headers=alice)).status_code == 404
 
 
@@ -399,8 +414,14 @@ async def test_delete_while_importing_cancels_the_workflow(
         assert (
             await api.get(f"/api/v1/images/{image_id}/importing-details", headers=alice)
         ).status_code == 404
+        deletion = platform.state.temporal.get_workflow_handle(
+            f"image-delete/{image_id}", result_type=DeleteImageResult
+        )
+        result = await asyncio.wait_for(deletion.result(), 30)
+        assert result.import_cancelled and result.manifest == "absent" and result.removed, result
         async with RegistryClient(regs["internal"].host, insecure=True) as client:
             assert await client.manifest_digest("sync/slow/data", "1") is None
+        await replay_and_keep(deletion, [ImageDeleteWorkflow], "image-delete-while-importing")
     finally:
         await throttle.stop()
 
@@ -501,7 +522,38 @@ async def test_a_failed_import_can_be_started_again(
         await session.execute(update(Image).where(Image.id == first["imageId"]).values(status="Failed"))
     again = await start_import(api, alice, f"{regs['source'].host}/team/app:1")
     assert again["state"] == 1 and again["imageId"] == first["imageId"], again
+    # reset by the workflow (the restart update) before the answer: it reads importing at once
+    first_look = await api.get(f"/api/v1/images/{again['imageId']}/importing-details", headers=alice)
+    assert first_look.json()["status"] in ("importing", "ready"), first_look.text
     details = await wait_done(api, alice, again["imageId"])
     assert details["status"] == "ready" and details["message"] == ""
     assert {v["status"] for v in details["layersDetail"].values()} == {"skipped"}  # blobs were already there
     assert (await api.get("/api/v1/images", headers=alice)).json()["totalCount"] == 1
+    handle = platform.state.temporal.get_workflow_handle(f"image-import/{again['imageId']}")
+    await handle.result()
+    await replay_and_keep(handle, [ImageImportWorkflow], "image-import-failed-again")
+
+
+async def test_only_the_workflow_resets_a_failed_image(
+    api: httpx.AsyncClient,
+    admin: dict[str, str],
+    alice: dict[str, str],
+    bob: dict[str, str],
+    platform: Platform,
+    regs: dict[str, Registry],
+) -> None:
+    """Two requests importing a failed image again: one restarts it, the other finds it importing."""
+    from sqlalchemy import update
+
+    from db.images import Image
+
+    await add_registry(api, admin, regs["source"])
+    first = await start_import(api, alice, f"{regs['source'].host}/team/app:2")
+    await wait_done(api, alice, first["imageId"])
+    async with platform.state.sessions() as session, session.begin():
+        await session.execute(update(Image).where(Image.id == first["imageId"]).values(status="Failed"))
+    source = f"{regs['source'].host}/team/app:2"
+    answers = await asyncio.gather(start_import(api, alice, source), start_import(api, bob, source))
+    assert sorted(a["state"] for a in answers) == [1, 2], answers
+    assert {a["imageId"] or a["alreadyImageId"] for a in answers} == {first["imageId"]}
+    assert (await wait_done(api, alice, first["imageId"]))["status"] == "ready"

@@ -5,6 +5,11 @@ on the images task queue, at most `parallel_layers` at once; a retried copy resu
 last attempt's heartbeat left it and never re-sends a blob the target already holds. Manifests
 go last (platform manifests, then the index under the tag), so a half-copied image is never
 visible under its tag.
+
+Importing a failed image again starts a run with `restart` set, by update-with-start: the
+`restart` update resets the image (an activity) before the request is answered, and the run
+waits for it before resolving. A cancelled run (the image is being deleted) ends only after a
+manifest push in flight has finished, so the deletion never races a push.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.workflow import ActivityCancellationType
 
-from workflows.common import PHASE
+from workflows.common import DB_RETRY, enter_phase, failure_message
 
 with workflow.unsafe.imports_passed_through():
     from activities.image_import import ImageImportActivities
+    from domain.failures import FINAL_REGISTRY, Failure
     from domain.images import (
         STATUS_FAILED,
         STATUS_READY,
@@ -30,53 +37,83 @@ with workflow.unsafe.imports_passed_through():
         ImportSpec,
         PushManifests,
         ResolveInput,
+        RestartImport,
+        import_workflow_id,
     )
-
-NON_RETRYABLE = ["AuthenticationFailed", "NotFound", "Invalid", "RegistryRejected"]
 
 REGISTRY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=5,
-    non_retryable_error_types=NON_RETRYABLE,
+    non_retryable_error_types=list(FINAL_REGISTRY),
 )
 """Registry steps: transient failures retry a few times; refusals fail at once."""
 
+PUSH_WAITS_ON_CANCEL = "image-import-push-finishes-before-cancel"
+"""Patch: a cancelled run waits for its manifest push to end (runs before it did not)."""
 
-def workflow_id(image_id: int) -> str:
-    """One import per image: a repeated request cannot start a twin."""
-    return f"image-import/{image_id}"
-
-
-def failure_message(err: BaseException) -> str:
-    """The readable root cause of an activity failure."""
-    cause: BaseException | None = err
-    while isinstance(cause, ActivityError) and cause.cause is not None:
-        cause = cause.cause
-    if isinstance(cause, ApplicationError):
-        return cause.message
-    return str(cause or err)
+workflow_id = import_workflow_id
 
 
 @workflow.defn(name="ImageImport")
 class ImageImportWorkflow:
-    """Resolve -> copy blobs -> push manifests -> Ready (or Failed with the cause)."""
+    """(Reset a failed image ->) resolve -> copy blobs -> push manifests -> Ready (or Failed)."""
 
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, spec: ImportSpec) -> None:
+        self._spec = spec
         self._phase = "Pending"
         self._blobs: dict[str, str] = {}
+        self._restart_taken = False
+        self._reset: bool | None = None
+        """Outcome of the `restart` update: None until it has run."""
 
     @workflow.query
     def progress(self) -> dict[str, str]:
         """Phase and the outcome of each blob finished so far."""
         return {"phase": self._phase, **self._blobs}
 
+    @workflow.update
+    async def restart(self, params: RestartImport) -> bool:
+        """Reset the failed image for this run's import; False when it is not failed any more."""
+        self._restart_taken = True
+        try:
+            self._reset = await workflow.execute_activity_method(
+                ImageImportActivities.reset,
+                params,
+                task_queue=self._spec.activity_queue,
+                start_to_close_timeout=timedelta(seconds=self._spec.step_timeout_seconds),
+                retry_policy=DB_RETRY,
+            )
+        finally:
+            if self._reset is None:
+                self._reset = False
+        return self._reset
+
+    @restart.validator
+    def _takes_restart(self, params: RestartImport) -> None:
+        """Only a run started for a restart takes one, once: any other run is busy (or ending)."""
+        if not self._spec.restart or self._restart_taken or params.image_id != self._spec.image_id:
+            raise ApplicationError("this import run takes no restart; ask again", type=Failure.BUSY)
+
     @workflow.run
     async def run(self, spec: ImportSpec) -> ImportResult:
+        if spec.restart:
+            await workflow.wait_condition(lambda: self._reset is not None)
+        if spec.restart and not self._reset:
+            result = ImportResult(
+                image_id=spec.image_id, status=STATUS_FAILED, message="not reset: not failed"
+            )
+        else:
+            result = await self._import(spec)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return result
+
+    async def _import(self, spec: ImportSpec) -> ImportResult:
         step = timedelta(seconds=spec.step_timeout_seconds)
         try:
-            self._advance("Resolving")
+            self._enter("Resolving")
             plan = await workflow.execute_activity_method(
                 ImageImportActivities.resolve,
                 ResolveInput(
@@ -87,20 +124,24 @@ class ImageImportWorkflow:
                 retry_policy=REGISTRY_RETRY,
             )
             self._blobs = {b.digest: "pending" for b in plan.blobs}
-            self._advance("CopyingLayers")
+            self._enter("CopyingLayers")
             await self._copy_all(spec, plan.blobs)
-            self._advance("PushingManifests")
+            self._enter("PushingManifests")
+            cancellation = ActivityCancellationType.TRY_CANCEL
+            if workflow.patched(PUSH_WAITS_ON_CANCEL):
+                cancellation = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
             digest = await workflow.execute_activity_method(
                 ImageImportActivities.push_manifests,
                 PushManifests(image_id=spec.image_id, target=spec.target, manifests=plan.manifests),
                 task_queue=spec.activity_queue,
                 start_to_close_timeout=step,
                 retry_policy=REGISTRY_RETRY,
+                cancellation_type=cancellation,
             )
         except ActivityError as err:
             if is_cancelled_exception(err):
-                raise  # the image was deleted: the workflow ends as cancelled
-            message = failure_message(err)
+                raise  # the image is being deleted: the workflow ends as cancelled
+            message = failure_message(err)[1]
             await self._finish(spec, STATUS_FAILED, message)
             return ImportResult(image_id=spec.image_id, status=STATUS_FAILED, message=message)
         await self._finish(spec, STATUS_READY, "")
@@ -140,7 +181,7 @@ class ImageImportWorkflow:
             raise
 
     async def _finish(self, spec: ImportSpec, status: str, message: str) -> None:
-        self._advance(status)
+        self._enter(status)
         await workflow.execute_activity_method(
             ImageImportActivities.finish,
             FinishImport(image_id=spec.image_id, status=status, message=message),
@@ -149,7 +190,7 @@ class ImageImportWorkflow:
             retry_policy=RetryPolicy(
                 maximum_attempts=10,
                 maximum_interval=timedelta(seconds=30),
-                non_retryable_error_types=["Invalid"],
+                non_retryable_error_types=[Failure.INVALID],
             ),
         )
 
@@ -159,7 +200,8 @@ class ImageImportWorkflow:
         lines += [f"- `{digest[:19]}` {state}" for digest, state in self._blobs.items()]
         workflow.set_current_details("\n".join(lines))
 
-    def _advance(self, phase: str) -> None:
+    def _enter(self, phase: str) -> None:
+        """Set the phase (PrimusPhase search attribute and the details shown in the UI)."""
         self._phase = phase
-        workflow.upsert_search_attributes([PHASE.value_set(phase)])
+        enter_phase(phase)
         self._show_details()

@@ -6,12 +6,14 @@ from fastapi import APIRouter
 
 from api.routes.aliases import custom_router
 from api.routes.clusters import router as clusters_router
+from api.routes.image_import import router as image_import_router
 from api.routes.image_registries import router as image_registries_router
 from api.routes.images import router as images_router
 from api.routes.node_flavors import router as node_flavors_router
 from api.routes.node_templates import router as node_templates_router
 from api.routes.nodes import router as nodes_router
 from api.routes.public_keys import router as public_keys_router
+from api.routes.registry_stats import router as registry_stats_router
 from api.routes.secrets import router as secrets_router
 from api.routes.users import router as users_router
 
@@ -24,6 +26,8 @@ ROUTERS: list[APIRouter] = [
     image_registries_router,
     nodes_router,
     images_router,
+    image_import_router,
+    registry_stats_router,
     clusters_router,
 ]
 
