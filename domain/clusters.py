@@ -9,10 +9,17 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from datetime import datetime
+from typing import Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, Field
+
+from domain import nodes as node_rules
+from domain.nodes import MANAGED_FAILED as MANAGED_FAILED
+from domain.nodes import MANAGING as MANAGING
+from domain.nodes import UNMANAGED_FAILED as UNMANAGED_FAILED
+from domain.nodes import UNMANAGING as UNMANAGING
 
 # Cluster phases (contract enum).
 CREATING = "Creating"
@@ -21,16 +28,49 @@ FAILED = "Failed"
 DELETING = "Deleting"
 PHASES = (CREATING, READY, FAILED, DELETING)
 
-# Node phases while a node joins or leaves a cluster (contract node enum).
-MANAGING = "Managing"
-MANAGED_FAILED = "ManagedFailed"
-UNMANAGING = "Unmanaging"
-UNMANAGED_FAILED = "UnmanagedFailed"
+# Node phases while a node joins or leaves a cluster (defined with the other node phases).
+NODE_MANAGE_PHASES = (MANAGING, MANAGED_FAILED, UNMANAGING, UNMANAGED_FAILED)
 
 NETWORK_PLUGINS = ("flannel", "calico", "cilium")
 Provisioner = Literal["hosts", "kubespray"]
 PROVISIONERS: tuple[Provisioner, ...] = ("hosts", "kubespray")
 NodeAction = Literal["add", "remove"]
+
+
+class ClusterMember(Protocol):
+    """What the join/leave rules read of a node (the `db.nodes.Node` row has these)."""
+
+    id: str
+    phase: str
+    step: str
+    cluster_id: str
+    is_control_plane: bool
+    deleting_at: datetime | None
+
+
+def manage_refusal(node: ClusterMember | None, *, cluster_id: str, action: NodeAction) -> str:
+    """Why `node` cannot start joining (`add`) or leaving (`remove`) `cluster_id`; "" when it can.
+    Routes answer 409 with it before asking the workflow; the status owner checks it again."""
+    if node is None or node.deleting_at is not None:
+        return "the node no longer exists"
+    if node.phase in node_rules.CLUSTER_BUSY_PHASES:
+        return f"the node({node.id}) is already {node.phase.lower()}"
+    if action == "add":
+        if node.cluster_id and node.cluster_id != cluster_id:
+            return f"the node({node.id}) is already in use by cluster {node.cluster_id}"
+        if node.cluster_id and node.phase != MANAGED_FAILED:
+            return f"the node({node.id}) is already in cluster {cluster_id}"
+        if node.step:
+            return f"the node({node.id}) is busy being onboarded; try again when it is Ready"
+        if not node.cluster_id and node.phase != node_rules.READY:
+            return f"the node({node.id}) is not ready (phase {node.phase or 'pending'})"
+        return ""
+    if node.cluster_id != cluster_id:
+        return f"the node({node.id}) does not belong to cluster {cluster_id}"
+    if node.is_control_plane:
+        return f"the node({node.id}) is a control-plane node and cannot leave the cluster"
+    return ""
+
 
 WORK_ROOT = ".primus-safe/clusters"
 """Per-cluster working directories on the nodes, relative to the login user's home."""

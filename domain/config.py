@@ -1,15 +1,28 @@
 """Typed configuration handed to activities and workflows by the composition root.
 
 `primus_safe.settings.Settings` reads the environment; only the composition root (`primus_safe`)
-and `api` read it. Everything below them receives one of these frozen dataclasses through its
-constructor, so a layer never reaches up for process-wide settings and tests pass plain values.
+and `api` read it. Everything below them receives one of these frozen dataclasses (or a function returning the
+current one) through its constructor, so a layer never reaches up for process-wide settings and
+tests pass plain values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeAlias, TypeVar
+
+T = TypeVar("T")
+
+Source: TypeAlias = T | Callable[[], T]
+"""A config, or a function returning the current one (the composition root passes
+`settings.node_config` so a changed setting takes effect without rebuilding the worker)."""
+
+
+def current(source: Source[T]) -> T:
+    """The config a source stands for now."""
+    return source() if callable(source) else source
 
 
 @dataclass(frozen=True)

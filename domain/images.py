@@ -316,6 +316,13 @@ class RestartImport(BaseModel):
     user_name: str
 
 
+class ExternalProgress(BaseModel):
+    """Per-blob (status, percent) an external copier reports (the `report_progress` update)."""
+
+    image_id: int
+    layers: dict[str, tuple[str, int]]
+
+
 class ImportResult(BaseModel):
     """The workflow's result."""
 

@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -18,7 +19,13 @@ from domain.names import normalize_name, random_suffix
 READY = "Ready"
 SSH_FAILED = "SSHFailed"
 HOSTNAME_FAILED = "HostnameFailed"
-PHASES = (READY, SSH_FAILED, HOSTNAME_FAILED, "Managing", "ManagedFailed", "Unmanaging", "UnmanagedFailed")
+MANAGING = "Managing"
+MANAGED_FAILED = "ManagedFailed"
+UNMANAGING = "Unmanaging"
+UNMANAGED_FAILED = "UnmanagedFailed"
+PHASES = (READY, SSH_FAILED, HOSTNAME_FAILED, MANAGING, MANAGED_FAILED, UNMANAGING, UNMANAGED_FAILED)
+CLUSTER_BUSY_PHASES = (MANAGING, UNMANAGING)
+"""A node in one of these phases is joining or leaving a cluster: nothing else may move its phase."""
 
 # Onboarding steps, in order; a reconfiguration restarts from one of them.
 Step = Literal["reach", "hostname", "facts", "addons"]
@@ -289,6 +296,28 @@ def _disk_mismatches(facts: NodeFacts, flavor: Mapping[str, Any]) -> list[str]:
 # --- availability ------------------------------------------------------------------------------
 
 
+class UnavailableReason(StrEnum):
+    """Why something outside onboarding holds a node unavailable.
+
+    Each hold is recorded on its own (reason plus a reference such as the fault or ops job id),
+    so holds stack: clearing one (a fault stopped) never undoes another (a reboot in progress).
+    """
+
+    FAULT = "fault"
+    REBOOT = "reboot"
+    OPS_JOB = "opsjob"
+    MAINTENANCE = "maintenance"
+
+
+class Hold(BaseModel):
+    """One recorded reason a node is unavailable."""
+
+    reason: UnavailableReason
+    ref: str = ""
+    """What raised it (a fault id, an ops job id); "" for a reason without one."""
+    message: str = ""
+
+
 def availability(
     *,
     phase: str,
@@ -296,12 +325,16 @@ def availability(
     facts_problem: str,
     addons_installed: bool,
     taints: Sequence[Mapping[str, str]],
+    holds: Sequence[Hold] = (),
 ) -> tuple[bool, str]:
     """Whether workloads may use the node, and the first reason when they may not."""
     if step:
         return False, f"the node is being onboarded ({STEP_TITLES.get(step, step)})"
     if phase != READY:
         return False, "node's status is not ready"
+    if holds:
+        first = min(holds, key=lambda h: (h.reason.value, h.ref))
+        return False, first.message or f"the node is held unavailable ({first.reason.value})"
     if facts_problem:
         return False, facts_problem
     if not addons_installed:
@@ -350,6 +383,33 @@ class ProbeOutcome(BaseModel):
     changed: bool = False
     restart_onboarding: bool = False
     """The node never finished onboarding and is reachable now: the node workflow should retry."""
+
+
+class ProbeVerdict(BaseModel):
+    """What one probe result does to a node: its new phase (None = unchanged) and the log line."""
+
+    phase: str | None = None
+    message: str = ""
+    restart_onboarding: bool = False
+    line: str = ""
+    level: str = "INFO"
+
+
+def probe_verdict(*, phase: str, onboarded: bool, reachable: bool, reason: str) -> ProbeVerdict:
+    """The probe's transition: Ready <-> SSHFailed for onboarded nodes; a node whose onboarding
+    failed unreachable and answers now gets its onboarding retried. Other phases are left alone."""
+    if reachable and phase == SSH_FAILED and onboarded:
+        return ProbeVerdict(phase=READY, line="probe: reachable again; phase Ready")
+    if reachable and phase == SSH_FAILED:
+        return ProbeVerdict(restart_onboarding=True, line="probe: reachable; retrying onboarding")
+    if not reachable and phase == READY:
+        return ProbeVerdict(
+            phase=SSH_FAILED,
+            message=reason,
+            line=f"probe: unreachable ({reason}); phase SSHFailed",
+            level="ERROR",
+        )
+    return ProbeVerdict()
 
 
 class ProbeSummary(BaseModel):
