@@ -1,12 +1,13 @@
 """Imports every model so `Base.metadata` is complete (Alembic and tests use it)."""
 
 from db.base import Base
-from db.clusters import Cluster, ClusterLog
+from db.clusters import Cluster
 from db.image_registries import ImageRegistry
 from db.images import Image, ImageImportJob, ImageLayer, RegistryStats
+from db.logs import OperationLog
 from db.node_flavors import NodeFlavor
 from db.node_templates import NodeTemplate
-from db.nodes import Node, NodeLog
+from db.nodes import Node, NodeHold
 from db.public_keys import PublicKey
 from db.secrets import Secret
 from db.users import User, UserToken
@@ -14,15 +15,15 @@ from db.users import User, UserToken
 __all__ = [
     "Base",
     "Cluster",
-    "ClusterLog",
     "Image",
     "ImageImportJob",
     "ImageLayer",
     "ImageRegistry",
     "Node",
     "NodeFlavor",
-    "NodeLog",
+    "NodeHold",
     "NodeTemplate",
+    "OperationLog",
     "PublicKey",
     "RegistryStats",
     "Secret",
