@@ -1,15 +1,20 @@
-"""Clusters, their creation/teardown log lines and the queries about what uses them."""
+"""Clusters and the queries about what uses them.
+
+Status fields are changed only through `db.cluster_status` (guarded transitions called from
+activities); the API writes the spec, `is_protected` and the deletion request (`deleting_at`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, delete, func, or_, select
+from sqlalchemy import JSON, Boolean, String, Text, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from db import logs
 from db.base import Base, UTCDateTime
+from domain.logs import LogResource
 
 
 class Cluster(Base):
@@ -49,18 +54,6 @@ class Cluster(Base):
     deleting_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
 
 
-class ClusterLog(Base):
-    """One line printed while a cluster is created, changed or torn down."""
-
-    __tablename__ = "cluster_logs"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), index=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    level: Mapped[str] = mapped_column(String(8), default="INFO")
-    line: Mapped[str] = mapped_column(Text)
-
-
 async def get_cluster(session: AsyncSession, *, cluster_id: str) -> Cluster | None:
     """The cluster with `cluster_id` (also while it is being deleted), or None."""
     return await session.get(Cluster, cluster_id)
@@ -91,31 +84,19 @@ async def running_workloads(session: AsyncSession, *, cluster_id: str) -> list[s
     return []
 
 
-def add_log(
-    session: AsyncSession, *, cluster_id: str, lines: Sequence[str], at: datetime, level: str = "INFO"
-) -> None:
-    """Queue log lines for insertion (the caller commits)."""
-    session.add_all(
-        [ClusterLog(cluster_id=cluster_id, created_at=at, level=level, line=line[:8192]) for line in lines]
-    )
-
-
-async def tail_logs(
-    session: AsyncSession, *, cluster_id: str, tail: int, since: datetime | None = None
-) -> list[ClusterLog]:
-    """The last `tail` log lines (oldest first), only those at or after `since` when given."""
-    query = select(ClusterLog).where(ClusterLog.cluster_id == cluster_id)
-    if since is not None:
-        query = query.where(ClusterLog.created_at >= since)
-    rows = await session.execute(query.order_by(ClusterLog.id.desc()).limit(tail))
-    return list(reversed(list(rows.scalars())))
-
-
 async def delete_cluster(session: AsyncSession, *, cluster_id: str) -> bool:
     """Remove a cluster marked for deletion and its log lines; returns whether a row went."""
-    doomed = select(Cluster.id).where(Cluster.id == cluster_id, Cluster.deleting_at.is_not(None))
-    await session.execute(delete(ClusterLog).where(ClusterLog.cluster_id.in_(doomed)))
     result = await session.execute(
         delete(Cluster).where(Cluster.id == cluster_id, Cluster.deleting_at.is_not(None))
     )
+    if result.rowcount:  # type: ignore[attr-defined]
+        await logs.delete_lines(session, resource=LogResource.CLUSTER, resource_id=cluster_id)
+        return True
+    return False
+
+
+async def discard_cluster(session: AsyncSession, *, cluster_id: str) -> bool:
+    """Remove a cluster whose creation was refused (never provisioned) and its log lines."""
+    result = await session.execute(delete(Cluster).where(Cluster.id == cluster_id))
+    await logs.delete_lines(session, resource=LogResource.CLUSTER, resource_id=cluster_id)
     return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -21,8 +21,6 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    case,
-    delete,
     func,
     select,
     update,
@@ -36,10 +34,7 @@ from db.image_registries import ImageRegistry, get_registry, registry_credential
 from db.secrets import list_secrets, load_image_credentials
 from domain.images import (
     LAYER_DONE,
-    STATUS_FAILED,
-    STATUS_IMPORTING,
     STATUS_READY,
-    ImageStatus,
     RegistryCheck,
     registry_location,
 )
@@ -234,31 +229,6 @@ async def mount_candidate(
     return (await session.execute(query)).scalar_one_or_none()
 
 
-async def set_layer_progress(
-    session: AsyncSession,
-    *,
-    image_id: int,
-    digest: str,
-    status: str,
-    bytes_done: int,
-    now: datetime,
-    upload_url: str = "",
-) -> int:
-    """Record a blob's status, bytes done and upload session; returns rows changed (0: image gone)."""
-    result = await session.execute(
-        update(ImageLayer)
-        .where(ImageLayer.image_id == image_id, ImageLayer.digest == digest)
-        .values(
-            status=status,
-            bytes_done=bytes_done,
-            upload_url=upload_url,
-            progress=case((ImageLayer.size > 0, (bytes_done * 100) // ImageLayer.size), else_=100),
-            updated_at=now,
-        )
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
 @dataclass(frozen=True)
 class SourceEndpoint:
     """Where and how to reach a source registry; the password is kept out of `repr`."""
@@ -320,103 +290,10 @@ async def registry_by_name(session: AsyncSession, *, name: str) -> ImageRegistry
     ).scalar_one_or_none()
 
 
-async def record_external_progress(
-    session: AsyncSession, *, image_id: int, layers: dict[str, tuple[str, int]], now: datetime
-) -> None:
-    """Store per-blob (status, percent) reported by an external copier; unknown blobs are added."""
-    known = {layer.digest: layer for layer in await layers_of(session, image_id=image_id)}
-    for digest, (status, progress) in layers.items():
-        layer = known.get(digest)
-        if layer is None:
-            session.add(
-                ImageLayer(
-                    image_id=image_id,
-                    digest=digest,
-                    media_type="",
-                    size=0,
-                    bytes_done=0,
-                    progress=progress,
-                    status=status,
-                    upload_url="",
-                    updated_at=now,
-                )
-            )
-            continue
-        layer.status, layer.progress, layer.updated_at = status, progress, now
-        layer.bytes_done = layer.size * progress // 100
-
-
-async def set_layer_percent(session: AsyncSession, *, image_id: int, digest: str, progress: int) -> None:
-    """Show a blob's progress (percent) without touching its resumable upload offset."""
-    await session.execute(
-        update(ImageLayer)
-        .where(
-            ImageLayer.image_id == image_id, ImageLayer.digest == digest, ImageLayer.status == "downloading"
-        )
-        .values(progress=progress)
-    )
-
-
 async def get_layer(session: AsyncSession, *, image_id: int, digest: str) -> ImageLayer | None:
     """One blob row of an import, or None."""
     query = select(ImageLayer).where(ImageLayer.image_id == image_id, ImageLayer.digest == digest)
     return (await session.execute(query)).scalar_one_or_none()
-
-
-# ---- status transitions (each called from one activity) ---------------------------------------
-
-
-async def finish_import(
-    session: AsyncSession, *, image_id: int, status: ImageStatus, message: str, now: datetime
-) -> bool:
-    """Importing -> Ready or Failed (with the reason); layers still open fail with a failed import.
-    False when the image is not Importing (removed, or already finished)."""
-    if status not in (STATUS_READY, STATUS_FAILED):
-        raise ValueError(f"an import ends Ready or Failed, not {status}")
-    result = await session.execute(
-        update(Image)
-        .where(Image.id == image_id, Image.status == STATUS_IMPORTING)
-        .values(status=status, message=message[:4000], updated_at=now)
-    )
-    if not result.rowcount:  # type: ignore[attr-defined]
-        return False
-    await session.execute(
-        update(ImageImportJob).where(ImageImportJob.image_id == image_id).values(finished_at=now)
-    )
-    if status == STATUS_FAILED:
-        await session.execute(
-            update(ImageLayer)
-            .where(ImageLayer.image_id == image_id, ImageLayer.status.in_(("pending", "downloading")))
-            .values(status="failed", updated_at=now)
-        )
-    return True
-
-
-async def restart_import(
-    session: AsyncSession, *, image_id: int, job: ImageImportJob, user_id: str, user_name: str, now: datetime
-) -> bool:
-    """Failed -> Importing for a new import by `user_id`: message, layers and the old job cleared,
-    `job` recorded. False when the image is not Failed (or its deletion was requested)."""
-    result = await session.execute(
-        update(Image)
-        .where(Image.id == image_id, Image.status == STATUS_FAILED, Image.deleting_at.is_(None))
-        .values(
-            status=STATUS_IMPORTING, message="", updated_at=now, created_by=user_id, created_by_name=user_name
-        )
-    )
-    if not result.rowcount:  # type: ignore[attr-defined]
-        return False
-    await session.execute(delete(ImageLayer).where(ImageLayer.image_id == image_id))
-    await session.execute(delete(ImageImportJob).where(ImageImportJob.image_id == image_id))
-    session.add(job)
-    return True
-
-
-async def remove_image(session: AsyncSession, *, image_id: int) -> bool:
-    """Deletion requested -> gone: the row with its job and layers. False when it is not there or
-    its deletion was never requested."""
-    result = await session.execute(delete(Image).where(Image.id == image_id, Image.deleting_at.is_not(None)))
-    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 # ---- requests (written by the API) --------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""Nodes, their onboarding records (facts, host key, addon progress) and their log lines."""
+"""Nodes: spec, onboarding records (facts, host key, addon progress) and availability holds.
+
+Status fields are changed only through `db.node_status` (guarded transitions called from
+activities); the API writes the spec fields and the deletion request (`deleting_at`).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, delete, select
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from db import logs
 from db.base import Base, UTCDateTime
+from domain.logs import LogResource
+from domain.nodes import Hold, UnavailableReason
 
 
 class Node(Base):
@@ -58,22 +65,32 @@ class Node(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     deleting_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
 
+    holds: Mapped[list[NodeHold]] = relationship(
+        lazy="selectin", cascade="all, delete-orphan", passive_deletes=True, order_by="NodeHold.reason"
+    )
+    """Reasons outside onboarding that keep the node unavailable (faults, reboots, ops jobs)."""
+
     @property
     def is_addons_installed(self) -> bool:
         """All addons of the node's current template are installed."""
         return self.addons_installed and self.addons_template_id == self.template_id
 
+    def hold_list(self) -> list[Hold]:
+        """The holds as domain values (for `domain.nodes.availability`)."""
+        return [Hold(reason=UnavailableReason(h.reason), ref=h.ref, message=h.message) for h in self.holds]
 
-class NodeLog(Base):
-    """One line printed by a node's operations (onboarding steps, addon output, probe verdicts)."""
 
-    __tablename__ = "node_logs"
+class NodeHold(Base):
+    """One reason a node is unavailable; (node, reason, ref) is unique, so holds stack and clear
+    independently."""
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
+    __tablename__ = "node_holds"
+
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(16), primary_key=True)
+    ref: Mapped[str] = mapped_column(String(63), primary_key=True, default="")
+    message: Mapped[str] = mapped_column(String(1024), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    level: Mapped[str] = mapped_column(String(8), default="INFO")
-    line: Mapped[str] = mapped_column(Text)
 
 
 async def get_node(session: AsyncSession, *, node_id: str, include_deleting: bool = False) -> Node | None:
@@ -120,29 +137,11 @@ async def node_ids_using(session: AsyncSession, column: str, value: str) -> list
     return list(rows.scalars())
 
 
-def add_log(
-    session: AsyncSession, *, node_id: str, lines: Sequence[str], at: datetime, level: str = "INFO"
-) -> None:
-    """Queue log lines for insertion (the caller commits)."""
-    session.add_all(
-        [NodeLog(node_id=node_id, created_at=at, level=level, line=line[:8192]) for line in lines]
-    )
-
-
-async def tail_logs(
-    session: AsyncSession, *, node_id: str, tail: int, since: datetime | None = None
-) -> list[NodeLog]:
-    """The last `tail` log lines (oldest first), only those at or after `since` when given."""
-    query = select(NodeLog).where(NodeLog.node_id == node_id)
-    if since is not None:
-        query = query.where(NodeLog.created_at >= since)
-    rows = await session.execute(query.order_by(NodeLog.id.desc()).limit(tail))
-    return list(reversed(list(rows.scalars())))
-
-
 async def delete_node(session: AsyncSession, *, node_id: str) -> bool:
-    """Remove a node marked for deletion and its log lines; returns whether a node row went."""
-    doomed = select(Node.id).where(Node.id == node_id, Node.deleting_at.is_not(None))
-    await session.execute(delete(NodeLog).where(NodeLog.node_id.in_(doomed)))
+    """Remove a node marked for deletion with its log lines (its holds go by cascade); returns whether
+    a row went."""
     result = await session.execute(delete(Node).where(Node.id == node_id, Node.deleting_at.is_not(None)))
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    if result.rowcount:  # type: ignore[attr-defined]
+        await logs.delete_lines(session, resource=LogResource.NODE, resource_id=node_id)
+        return True
+    return False
