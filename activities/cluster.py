@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from db import cluster_status, logs, node_status
 from db import clusters as db
 from db import nodes as node_db
 from db.clusters import Cluster
@@ -27,7 +29,11 @@ from db.nodes import Node
 from db.secrets import ssh_credentials
 from db.session import SessionFactory
 from domain import clusters as rules
+from domain.config import ClusterConfig, Source, current
 from domain.errors import PrimusError
+from domain.failures import Failure
+from domain.logs import LogResource
+from domain.nodes import MANAGED_FAILED, UNMANAGED_FAILED
 from domain.nodes import READY as NODE_READY
 from domain.secrets import SSHCredentials
 from domain.timefmt import utcnow
@@ -39,22 +45,22 @@ from drivers.provisioners import (
     ProvisionFailed,
 )
 from drivers.ssh import SSHError, SSHTarget, Unreachable
-from primus_safe.settings import Settings
 
 T = TypeVar("T")
 LOG_FLUSH_SECONDS = 0.5
+WRITE_ATTEMPTS = 6
 
 
-def _fail(message: str, kind: str, *, retryable: bool = False) -> ApplicationError:
+def _fail(message: str, kind: Failure, *, retryable: bool = False) -> ApplicationError:
     return ApplicationError(message[:2000], type=kind, non_retryable=not retryable)
 
 
 def _translate(err: BaseException) -> ApplicationError:
     """Provisioner and SSH failures as activity errors: only unreachable hosts are retried."""
     if isinstance(err, ProvisionFailed):
-        return _fail(err.reason, "ProvisionFailed")
+        return _fail(err.reason, Failure.PROVISION_FAILED)
     if isinstance(err, SSHError):
-        return _fail(err.reason, err.kind, retryable=isinstance(err, Unreachable))
+        return _fail(err.reason, Failure(err.kind), retryable=isinstance(err, Unreachable))
     raise err
 
 
@@ -72,13 +78,18 @@ def cluster_node(node: Node, *, control_plane: bool) -> rules.ClusterNode:
 
 
 class ClusterActivities:
-    """Holds the database, the secret box, settings and the thread pool for blocking SSH calls."""
+    """Holds the database, the secret box, the cluster config and the thread pool for blocking SSH
+    calls. Cluster status changes go through `db.cluster_status`, node bindings and phases through
+    `db.node_status`, log lines through `db.logs`."""
 
-    def __init__(self, sessions: SessionFactory, box: SecretBox, settings: Settings) -> None:
+    def __init__(self, sessions: SessionFactory, box: SecretBox, config: Source[ClusterConfig]) -> None:
         self._sessions = sessions
         self._box = box
-        self._settings = settings
+        self._config_source = config
         self._threads = ThreadPoolExecutor(max_workers=16, thread_name_prefix="cluster-ssh")
+
+    def _config(self) -> ClusterConfig:
+        return current(self._config_source)
 
     # --- loading ----------------------------------------------------------------------------------
 
@@ -86,7 +97,7 @@ class ClusterActivities:
         async with self._sessions() as session:
             cluster = await db.get_cluster(session, cluster_id=cluster_id)
         if cluster is None:
-            raise _fail(f"cluster {cluster_id} not found", "NotFound")
+            raise _fail(f"cluster {cluster_id} not found", Failure.NOT_FOUND)
         return cluster
 
     async def _nodes(self, cluster: Cluster, *, extra: str | None = None) -> list[Node]:
@@ -108,9 +119,9 @@ class ClusterActivities:
             async with self._sessions() as session:
                 return await ssh_credentials(session, self._box, secret_id=cluster.ssh_secret_id)
         except PrimusError as exc:
-            raise _fail(f"ssh secret {cluster.ssh_secret_id}: {exc.message}", "Invalid") from exc
+            raise _fail(f"ssh secret {cluster.ssh_secret_id}: {exc.message}", Failure.INVALID) from exc
         except DecryptionError as exc:
-            raise _fail(str(exc), "Invalid") from exc
+            raise _fail(str(exc), Failure.INVALID) from exc
 
     def _access(self, cluster: Cluster, nodes: list[Node], creds: SSHCredentials) -> list[NodeAccess]:
         control_plane = set(cluster.control_plane_nodes)
@@ -130,8 +141,8 @@ class ClusterActivities:
         ]
 
     def _provisioner(self, cluster: Cluster, creds: SSHCredentials) -> Provisioner:
-        connect = self._settings.ssh_connect_timeout_seconds
-        limit = self._settings.cluster_provision_timeout_seconds
+        connect = self._config().ssh.connect_timeout_seconds
+        limit = self._config().provision_timeout_seconds
         if cluster.provisioner == "kubespray":
             try:
                 return KubesprayProvisioner(
@@ -144,7 +155,7 @@ class ClusterActivities:
                         kube_version=cluster.kube_version,
                         api_server_args=dict(cluster.kube_api_server_args),
                     ),
-                    container_run=self._settings.node_commands.get("container_run") or [],
+                    container_run=list(self._config().commands.get("container_run") or []),
                     ssh_user=creds.username,
                     ssh_private_key=creds.private_key_pem,
                     connect_timeout=connect,
@@ -156,22 +167,44 @@ class ClusterActivities:
 
     # --- records ----------------------------------------------------------------------------------
 
-    async def _update_cluster(self, cluster_id: str, **values: Any) -> None:
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                update(Cluster).where(Cluster.id == cluster_id).values(**values, updated_at=utcnow())
-            )
+    async def _write(self, write: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run `write` in its own transaction, retrying while SQLite reports the database locked."""
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                async with self._sessions() as session, session.begin():
+                    return await write(session)
+            except OperationalError as exc:
+                if "locked" not in str(exc) or attempt == WRITE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.1 * 2**attempt)
+        raise AssertionError("unreachable")
 
     async def _log(self, cluster_id: str, *lines: str, level: str = "INFO", node_id: str = "") -> None:
-        """Append lines to the cluster's log (and the node's, for node operations)."""
+        """Append lines to the cluster's log (and the node's, for node operations); a resource
+        deleted meanwhile just loses them."""
         now = utcnow()
-        with contextlib.suppress(IntegrityError):
-            async with self._sessions() as session, session.begin():
-                db.add_log(session, cluster_id=cluster_id, lines=lines, at=now, level=level)
-        if node_id:
-            with contextlib.suppress(IntegrityError):
-                async with self._sessions() as session, session.begin():
-                    node_db.add_log(session, node_id=node_id, lines=lines, at=now, level=level)
+        owners = [(LogResource.CLUSTER, cluster_id)] + ([(LogResource.NODE, node_id)] if node_id else [])
+        for resource, resource_id in owners:
+
+            async def write(
+                session: AsyncSession, resource: LogResource = resource, rid: str = resource_id
+            ) -> None:
+                await logs.append(
+                    session, resource=resource, resource_id=rid, lines=lines, at=now, level=level
+                )
+
+            with contextlib.suppress(logs.OwnerGone):
+                await self._write(write)
+
+    async def _begin_step(self, cluster_id: str, step: str, line: str = "") -> None:
+        async def write(session: AsyncSession) -> None:
+            if (
+                await cluster_status.begin_step(session, cluster_id=cluster_id, step=step, now=utcnow())
+                and line
+            ):
+                await _append(session, cluster_id, [line])
+
+        await self._write(write)
 
     async def _streamed(
         self,
@@ -228,7 +261,7 @@ class ClusterActivities:
         provisioner.cancel()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(
-                asyncio.shield(job), timeout=self._settings.ssh_connect_timeout_seconds * 3
+                asyncio.shield(job), timeout=self._config().ssh.connect_timeout_seconds * 3
             )
         await self._log(cluster_id, f"{step} cancelled", level="WARN", node_id=node_id)
 
@@ -238,23 +271,26 @@ class ClusterActivities:
     async def provision(self, cluster_id: str) -> rules.ProvisionResult:
         """Provision the control-plane nodes; store the endpoint, kubeconfig and work dir."""
         cluster = await self._cluster(cluster_id)
-        if cluster.step != "Provisioning":
-            await self._update_cluster(cluster_id, step="Provisioning")
-            await self._log(cluster_id, f"provisioning with {cluster.provisioner} started")
+        await self._begin_step(cluster_id, "Provisioning", f"provisioning with {cluster.provisioner} started")
         creds = await self._credentials(cluster)
         nodes = await self._nodes(cluster)
         control = [n for n in self._access(cluster, nodes, creds) if n.node.is_control_plane]
         if len(control) != len(cluster.control_plane_nodes):
-            raise _fail("a control-plane node of the cluster no longer exists", "NotFound")
+            raise _fail("a control-plane node of the cluster no longer exists", Failure.NOT_FOUND)
         provisioner = self._provisioner(cluster, creds)
         result = await self._streamed(
             cluster_id, "Provisioning", provisioner, lambda sink: provisioner.create(control, sink)
         )
-        await self._update_cluster(
-            cluster_id,
-            endpoint=result.endpoint,
-            work_dir=result.work_dir,
-            kubeconfig_encrypted=self._box.encrypt(result.kubeconfig) if result.kubeconfig else "",
+        kubeconfig = self._box.encrypt(result.kubeconfig) if result.kubeconfig else ""
+        await self._write(
+            partial(
+                cluster_status.record_provisioned,
+                cluster_id=cluster_id,
+                endpoint=result.endpoint,
+                work_dir=result.work_dir,
+                kubeconfig_encrypted=kubeconfig,
+                now=utcnow(),
+            )
         )
         return rules.ProvisionResult(endpoint=result.endpoint, kubeconfig_stored=bool(result.kubeconfig))
 
@@ -262,7 +298,7 @@ class ClusterActivities:
     async def reset(self, cluster_id: str) -> None:
         """Undo the cluster on every node bound to it (the provisioner's reset)."""
         cluster = await self._cluster(cluster_id)
-        await self._update_cluster(cluster_id, step="Resetting")
+        await self._begin_step(cluster_id, "Resetting")
         creds = await self._credentials(cluster)
         nodes = self._access(cluster, await self._nodes(cluster), creds)
         if not nodes:
@@ -281,7 +317,7 @@ class ClusterActivities:
         nodes = self._access(cluster, await self._nodes(cluster, extra=params.node_id), creds)
         node = next((n for n in nodes if n.node.node_id == params.node_id), None)
         if node is None:
-            raise _fail(f"node {params.node_id} not found", "NotFound")
+            raise _fail(f"node {params.node_id} not found", Failure.NOT_FOUND)
         provisioner = self._provisioner(cluster, creds)
         step = "Managing" if params.action == "add" else "Unmanaging"
         await self._log(params.cluster_id, f"{step} node {params.node_id}", node_id=params.node_id)
@@ -304,38 +340,65 @@ class ClusterActivities:
 
     # --- records (control queue) ------------------------------------------------------------------
 
+    @activity.defn(name="cluster.claim_nodes")
+    async def claim_nodes(self, cluster_id: str) -> None:
+        """Bind the new cluster's control-plane nodes to it, all or none. When one was taken
+        meanwhile, the cluster record is discarded and the creation refused (`Conflict`)."""
+        cluster = await self._cluster(cluster_id)
+        nodes = list(cluster.control_plane_nodes)
+
+        async def claim(session: AsyncSession) -> list[str]:
+            return await node_status.claim_for_cluster(
+                session, cluster_id=cluster_id, node_ids=nodes, now=utcnow()
+            )
+
+        async def claim_or_nothing(session: AsyncSession) -> list[str]:
+            refused = await claim(session)
+            if refused:
+                await session.rollback()
+            return refused
+
+        refused = await self._write(claim_or_nothing)
+        if not refused:
+            return
+        async with self._sessions() as session:
+            taken = {n.id: n for n in await node_db.list_nodes(session) if n.id in refused}
+        reasons = [
+            f"the node({node_id}) is already in use by cluster {taken[node_id].cluster_id}"
+            if node_id in taken and taken[node_id].cluster_id
+            else f"the node({node_id}) is not ready or busy"
+            for node_id in refused
+        ]
+        await self._write(partial(db.discard_cluster, cluster_id=cluster_id))
+        raise _fail("; ".join(reasons), Failure.CONFLICT)
+
     @activity.defn(name="cluster.finish")
     async def finish(self, params: rules.ClusterFinish) -> None:
         """Record the outcome of a creation; a Ready cluster's control-plane nodes become bound to it."""
-        now = utcnow()
         text = f"phase {params.phase}" + (f": {params.message}" if params.message else "")
-        async with self._sessions() as session, session.begin():
+        level = "INFO" if params.phase == rules.READY else "ERROR"
+
+        async def write(session: AsyncSession) -> None:
             cluster = await db.get_cluster(session, cluster_id=params.cluster_id)
             if cluster is None:
                 return
-            cluster.phase, cluster.message, cluster.step = params.phase, params.message[:1024], ""
-            cluster.updated_at = now
-            if params.phase == rules.READY:
-                await session.execute(
-                    update(Node)
-                    .where(Node.id.in_(cluster.control_plane_nodes))
-                    .values(cluster_id=cluster.id, is_control_plane=True, updated_at=now)
-                )
-            db.add_log(
-                session,
-                cluster_id=cluster.id,
-                lines=[text],
-                at=now,
-                level="INFO" if params.phase == rules.READY else "ERROR",
-            )
+            if await cluster_status.finish_creation(
+                session, cluster=cluster, phase=params.phase, message=params.message, now=utcnow()
+            ):
+                await _append(session, cluster.id, [text], level=level)
+
+        await self._write(write)
 
     @activity.defn(name="cluster.begin_delete")
     async def begin_delete(self, cluster_id: str) -> str:
         """Mark the cluster `Deleting`; returns the phase it had (a retry returns `Deleting`)."""
         cluster = await self._cluster(cluster_id)
-        if cluster.phase != rules.DELETING:
-            await self._update_cluster(cluster_id, phase=rules.DELETING, step="", message="")
-            await self._log(cluster_id, "phase Deleting")
+
+        async def write(session: AsyncSession) -> None:
+            if await cluster_status.begin_delete(session, cluster_id=cluster_id, now=utcnow()):
+                await _append(session, cluster_id, ["phase Deleting"])
+
+        await self._write(write)
         return cluster.phase
 
     @activity.defn(name="cluster.note")
@@ -346,56 +409,70 @@ class ClusterActivities:
     @activity.defn(name="cluster.abort_delete")
     async def abort_delete(self, params: rules.ClusterFinish) -> None:
         """The teardown failed: the cluster stays, `Failed` with the reason, and may be deleted again."""
-        await self._update_cluster(
-            params.cluster_id, phase=rules.FAILED, step="", message=params.message[:1024], deleting_at=None
-        )
-        await self._log(params.cluster_id, f"deletion failed: {params.message}", level="ERROR")
+
+        async def write(session: AsyncSession) -> None:
+            if await cluster_status.abort_delete(
+                session, cluster_id=params.cluster_id, message=params.message, now=utcnow()
+            ):
+                await _append(
+                    session, params.cluster_id, [f"deletion failed: {params.message}"], level="ERROR"
+                )
+
+        await self._write(write)
 
     @activity.defn(name="cluster.remove")
     async def remove(self, cluster_id: str) -> bool:
         """Unbind every node of the cluster and remove its record and log; returns whether it went."""
-        now = utcnow()
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                update(Node)
-                .where(Node.cluster_id == cluster_id)
-                .values(cluster_id="", is_control_plane=False, workspace_id="", updated_at=now)
+        return await self._write(partial(cluster_status.remove, cluster_id=cluster_id, now=utcnow()))
+
+    @activity.defn(name="cluster.begin_node_manage")
+    async def begin_node_manage(self, params: rules.NodeManageInput) -> None:
+        """A node starts joining (`Managing`) or leaving (`Unmanaging`) the cluster; refused with
+        `Conflict` (nothing changed) when the node is not in a state to do so."""
+
+        async def write(session: AsyncSession) -> str:
+            return await node_status.begin_manage(
+                session,
+                node_id=params.node_id,
+                cluster_id=params.cluster_id,
+                action=params.action,
+                now=utcnow(),
             )
-            await session.execute(
-                update(Node)
-                .where(
-                    Node.phase.in_(
-                        [rules.MANAGING, rules.MANAGED_FAILED, rules.UNMANAGING, rules.UNMANAGED_FAILED]
-                    ),
-                    Node.cluster_id == "",
-                )
-                .values(phase=NODE_READY)
-            )
-            return await db.delete_cluster(session, cluster_id=cluster_id)
+
+        refusal = await self._write(write)
+        if refusal:
+            raise _fail(refusal, Failure.CONFLICT)
 
     @activity.defn(name="cluster.node_finish")
     async def node_finish(self, params: rules.NodeManageFinish) -> None:
         """Record a node's manage/unmanage outcome: bound and Ready, unbound, or the failure phase."""
-        now = utcnow()
-        values: dict[str, Any]
         if params.action == "add":
-            phase = NODE_READY if params.ok else rules.MANAGED_FAILED
-            values = {"phase": phase, "message": params.message[:1024]}
+            phase = NODE_READY if params.ok else MANAGED_FAILED
             line = f"node {params.node_id} joined" if params.ok else f"node {params.node_id} did not join"
         else:
-            phase = NODE_READY if params.ok else rules.UNMANAGED_FAILED
-            values = {"phase": phase, "message": params.message[:1024]}
-            if params.ok:
-                values.update(cluster_id="", is_control_plane=False, workspace_id="")
+            phase = NODE_READY if params.ok else UNMANAGED_FAILED
             line = f"node {params.node_id} left" if params.ok else f"node {params.node_id} did not leave"
         text = f"{line} cluster {params.cluster_id}: phase {phase}" + (
             f": {params.message}" if params.message else ""
         )
-        level = "INFO" if params.ok else "ERROR"
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                update(Node)
-                .where(Node.id == params.node_id)
-                .values(**values, phase_changed_at=now, updated_at=now)
+        await self._write(
+            partial(
+                node_status.finish_manage,
+                node_id=params.node_id,
+                cluster_id=params.cluster_id,
+                action=params.action,
+                ok=params.ok,
+                message=params.message,
+                now=utcnow(),
             )
-        await self._log(params.cluster_id, text, level=level, node_id=params.node_id)
+        )
+        await self._log(
+            params.cluster_id, text, level="INFO" if params.ok else "ERROR", node_id=params.node_id
+        )
+
+
+async def _append(session: AsyncSession, cluster_id: str, lines: list[str], *, level: str = "INFO") -> None:
+    """Add lines to the cluster's log in the caller's transaction."""
+    await logs.append(
+        session, resource=LogResource.CLUSTER, resource_id=cluster_id, lines=lines, at=utcnow(), level=level
+    )

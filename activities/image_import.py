@@ -21,9 +21,10 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from db import image_status
 from db import images as db
 from db.encryption import SecretBox
-from db.images import Image, ImageImportJob, ImageLayer
+from db.images import ImageImportJob
 from db.session import SessionFactory
 from domain.config import ImageConfig
 from domain.failures import Failure
@@ -33,6 +34,7 @@ from domain.images import (
     BlobCopy,
     BlobPlan,
     BlobResult,
+    ExternalProgress,
     FinishImport,
     ImageReference,
     ImportPlan,
@@ -191,7 +193,7 @@ class ImageImportActivities:
             started_at=now,
         )
         async with self._sessions() as session, session.begin():
-            return await db.restart_import(
+            return await image_status.restart_import(
                 session,
                 image_id=params.image_id,
                 job=job,
@@ -219,33 +221,17 @@ class ImageImportActivities:
     async def _record_plan(
         self, image_id: int, top: Manifest, blobs: dict[str, BlobPlan], platforms: dict[str, dict[str, Any]]
     ) -> None:
-        now = utcnow()
         async with self._sessions() as session, session.begin():
-            image = await session.get(Image, image_id)
-            if image is None:
-                raise image_gone(image_id)
-            chosen = platforms.get("linux/amd64") or next(iter(platforms.values()), {})
-            image.digest = top.digest
-            image.platforms = platforms
-            image.size = int(chosen.get("size", 0))
-            image.os, image.arch = str(chosen.get("os", "")), str(chosen.get("arch", ""))
-            image.updated_at = now
-            known = {layer.digest for layer in await db.layers_of(session, image_id=image_id)}
-            for blob in blobs.values():
-                if blob.digest not in known:
-                    session.add(
-                        ImageLayer(
-                            image_id=image_id,
-                            digest=blob.digest,
-                            media_type=blob.media_type,
-                            size=blob.size,
-                            bytes_done=0,
-                            progress=0,
-                            status="pending",
-                            upload_url="",
-                            updated_at=now,
-                        )
-                    )
+            recorded = await image_status.record_plan(
+                session,
+                image_id=image_id,
+                digest=top.digest,
+                platforms=platforms,
+                blobs=[(b.digest, b.media_type, b.size) for b in blobs.values()],
+                now=utcnow(),
+            )
+        if not recorded:
+            raise image_gone(image_id)
 
     @activity.defn(name="images.copy_blob")
     async def copy_blob(self, params: BlobCopy) -> BlobResult:
@@ -339,7 +325,7 @@ class ImageImportActivities:
             await asyncio.sleep(self.config.progress_interval_seconds)
             position = stream.position
             async with self._sessions() as session, session.begin():
-                await db.set_layer_percent(
+                await image_status.set_layer_percent(
                     session, image_id=image_id, digest=blob.digest, progress=percent(position, blob.size)
                 )
             activity.heartbeat(_beat(blob, position))
@@ -365,7 +351,7 @@ class ImageImportActivities:
         self, image_id: int, digest: str, status: str, done: int, upload_url: str = ""
     ) -> None:
         async with self._sessions() as session, session.begin():
-            changed = await db.set_layer_progress(
+            changed = await image_status.set_layer_progress(
                 session,
                 image_id=image_id,
                 digest=digest,
@@ -409,8 +395,24 @@ class ImageImportActivities:
                 non_retryable=True,
             )
         async with self._sessions() as session, session.begin():
-            return await db.finish_import(
+            return await image_status.finish_import(
                 session, image_id=params.image_id, status=params.status, message=params.message, now=utcnow()
+            )
+
+
+class ImportProgressActivities:
+    """The database step of the import workflow's `report_progress` update (control queue, so a
+    report is recorded even while the images queue is busy)."""
+
+    def __init__(self, sessions: SessionFactory) -> None:
+        self._sessions = sessions
+
+    @activity.defn(name="images.record_external_progress")
+    async def record_external_progress(self, report: ExternalProgress) -> bool:
+        """Store what an external copier reported; False when the image is not Importing."""
+        async with self._sessions() as session, session.begin():
+            return await image_status.record_external_progress(
+                session, image_id=report.image_id, layers=report.layers, now=utcnow()
             )
 
 

@@ -16,6 +16,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.image_import import ConfigSource, as_application_error, connection_failed
+from db import image_status
 from db import images as db
 from db.session import SessionFactory
 from domain.config import ImageConfig
@@ -123,7 +124,7 @@ class ImageActivities:
     async def remove(self, image_id: int) -> bool:
         """Remove the record (job and layers with it); False when it was already gone."""
         async with self._sessions() as session, session.begin():
-            return await db.remove_image(session, image_id=image_id)
+            return await image_status.remove_image(session, image_id=image_id)
 
     @activity.defn(name=ACTIVITY_REGISTRY_STATS)
     async def registry_stats(self) -> RegistryCheck:

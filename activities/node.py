@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import case, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from db import logs, node_status
 from db import nodes as db
 from db.encryption import DecryptionError, SecretBox
 from db.node_flavors import NodeFlavor
@@ -31,7 +31,10 @@ from db.secrets import ssh_credentials
 from db.session import SessionFactory
 from domain import addon_catalogue
 from domain import nodes as rules
+from domain.config import NodeConfig, Source, current
 from domain.errors import PrimusError
+from domain.failures import Failure
+from domain.logs import LogResource
 from domain.timefmt import utcnow
 from drivers.ssh import (
     CommandFailed,
@@ -42,7 +45,6 @@ from drivers.ssh import (
     Unreachable,
     connect,
 )
-from primus_safe.settings import Settings
 
 T = TypeVar("T")
 ADDON_DIR = ".primus-safe/addons"
@@ -51,24 +53,36 @@ WRITE_ATTEMPTS = 6
 POOL_IDLE_SECONDS = 30.0
 
 
-def _fail(message: str, kind: str, *, retryable: bool = False) -> ApplicationError:
+def _fail(message: str, kind: Failure, *, retryable: bool = False) -> ApplicationError:
     return ApplicationError(message, type=kind, non_retryable=not retryable)
 
 
 def _ssh_failure(err: SSHError) -> ApplicationError:
     """Unreachable hosts are retried (bounded by the retry policy); everything else is final."""
-    return _fail(err.reason, err.kind, retryable=isinstance(err, Unreachable))
+    return _fail(err.reason, Failure(err.kind), retryable=isinstance(err, Unreachable))
 
 
 class NodeActivities:
-    """Holds the database, the secret box, settings and the thread pool for blocking SSH calls."""
+    """Holds the database, the secret box, the node config and the thread pool for blocking SSH calls.
 
-    def __init__(self, sessions: SessionFactory, box: SecretBox, settings: Settings) -> None:
+    Every status change goes through `db.node_status`; log lines through `db.logs`.
+    """
+
+    def __init__(self, sessions: SessionFactory, box: SecretBox, config: Source[NodeConfig]) -> None:
         self._sessions = sessions
         self._box = box
-        self._settings = settings
-        self._threads = ThreadPoolExecutor(max_workers=settings.ssh_max_parallel, thread_name_prefix="ssh")
+        self._config_source = config
+        self._threads = ThreadPoolExecutor(
+            max_workers=current(config).ssh.max_parallel, thread_name_prefix="ssh"
+        )
         self._pool = ConnectionPool(idle_seconds=POOL_IDLE_SECONDS)
+
+    def _config(self) -> NodeConfig:
+        return current(self._config_source)
+
+    @property
+    def _connect_timeout(self) -> float:
+        return self._config().ssh.connect_timeout_seconds
 
     # --- helpers ----------------------------------------------------------------------------------
 
@@ -79,7 +93,7 @@ class NodeActivities:
         async with self._sessions() as session:
             node = await db.get_node(session, node_id=node_id)
         if node is None:
-            raise _fail(f"node {node_id} not found", "NotFound")
+            raise _fail(f"node {node_id} not found", Failure.NOT_FOUND)
         return node
 
     async def _target(self, node: Node) -> SSHTarget:
@@ -87,9 +101,9 @@ class NodeActivities:
             async with self._sessions() as session:
                 creds = await ssh_credentials(session, self._box, secret_id=node.ssh_secret_id)
         except PrimusError as exc:
-            raise _fail(f"ssh secret {node.ssh_secret_id}: {exc.message}", "Invalid") from exc
+            raise _fail(f"ssh secret {node.ssh_secret_id}: {exc.message}", Failure.INVALID) from exc
         except DecryptionError as exc:
-            raise _fail(str(exc), "Invalid") from exc
+            raise _fail(str(exc), Failure.INVALID) from exc
         return SSHTarget(
             host=node.private_ip,
             port=node.port,
@@ -109,9 +123,7 @@ class NodeActivities:
         conn = self._pool.take(target) if reuse else None
         if conn is None:
             try:
-                conn = await self._blocking(
-                    lambda: connect(target, timeout=self._settings.ssh_connect_timeout_seconds)
-                )
+                conn = await self._blocking(lambda: connect(target, timeout=self._connect_timeout))
             except SSHError as err:
                 raise _ssh_failure(err) from err
         try:
@@ -124,7 +136,7 @@ class NodeActivities:
         else:
             conn.close()
 
-    async def _write(self, write: Callable[[AsyncSession], Awaitable[None]]) -> None:
+    async def _write(self, write: Callable[[AsyncSession], Awaitable[object]]) -> None:
         """Run `write` in its own transaction, retrying while SQLite reports the database locked
         (many nodes onboarding at once); other errors propagate."""
         for attempt in range(WRITE_ATTEMPTS):
@@ -137,31 +149,26 @@ class NodeActivities:
                     raise
                 await asyncio.sleep(0.1 * 2**attempt)
 
-    async def _update(self, node_id: str, **values: Any) -> None:
-        """One UPDATE statement (a write first, so SQLite never has to upgrade a read snapshot)."""
-
-        async def write(session: AsyncSession) -> None:
-            await session.execute(
-                update(Node).where(Node.id == node_id).values(**values, updated_at=utcnow())
-            )
-
-        await self._write(write)
-
     async def _log(self, node_id: str, *lines: str, level: str = "INFO") -> None:
         """Append log lines; a node deleted meanwhile just loses them."""
 
         async def write(session: AsyncSession) -> None:
-            db.add_log(session, node_id=node_id, lines=lines, at=utcnow(), level=level)
+            await _append(session, node_id, lines, level=level)
 
-        with contextlib.suppress(IntegrityError):
+        with contextlib.suppress(logs.OwnerGone):
             await self._write(write)
 
     async def _begin(self, node_id: str, step: rules.Step, index: int = 0) -> Node:
         activity.heartbeat({"step": rules.STEP_TITLES[step], "index": index})
         node = await self._load(node_id)
+
+        async def write(session: AsyncSession) -> None:
+            if await node_status.begin_step(session, node_id=node_id, step=step, now=utcnow()):
+                await _append(session, node_id, [f"step {rules.STEP_TITLES[step]} started"])
+
         if node.step != step:
-            await self._update(node_id, step=step)
-            await self._log(node_id, f"step {rules.STEP_TITLES[step]} started")
+            with contextlib.suppress(logs.OwnerGone):
+                await self._write(write)
         return node
 
     async def _run_logged(
@@ -193,14 +200,19 @@ class NodeActivities:
         node = await self._begin(node_id, "reach")
         async with self._ssh(node, reuse=False) as conn:
             try:
-                await self._blocking(
-                    lambda: conn.run(["true"], timeout=self._settings.ssh_connect_timeout_seconds)
-                )
+                await self._blocking(lambda: conn.run(["true"], timeout=self._connect_timeout))
             except SSHError as err:
                 raise _ssh_failure(err) from err
         if not node.host_key_fingerprint:
-            await self._update(node_id, host_key_fingerprint=conn.host_fingerprint)
-            await self._log(node_id, f"trusted host key {conn.host_fingerprint} on first use")
+
+            async def trust(session: AsyncSession) -> None:
+                fingerprint = conn.host_fingerprint
+                if await node_status.trust_host_key(
+                    session, node_id=node_id, fingerprint=fingerprint, now=utcnow()
+                ):
+                    await _append(session, node_id, [f"trusted host key {fingerprint} on first use"])
+
+            await self._write(trust)
         await self._log(node_id, f"reached {node.private_ip}:{node.port} over SSH")
         return conn.host_fingerprint
 
@@ -211,10 +223,12 @@ class NodeActivities:
         if not node.hostname:
             return False
         if rules.hostname_error(node.hostname):
-            raise _fail(f"invalid host name {node.hostname!r}", "HostnameFailed")
-        template = self._settings.node_commands.get("set_hostname")
+            raise _fail(f"invalid host name {node.hostname!r}", Failure.HOSTNAME_FAILED)
+        template = self._config().commands.get("set_hostname")
         if not template:
-            raise _fail("no set_hostname command is configured (PRIMUS_NODE_COMMANDS)", "HostnameFailed")
+            raise _fail(
+                "no set_hostname command is configured (PRIMUS_NODE_COMMANDS)", Failure.HOSTNAME_FAILED
+            )
         async with self._ssh(node) as conn:
             try:
                 current = await self._blocking(lambda: conn.run(["hostname"], timeout=30).output.strip())
@@ -226,7 +240,7 @@ class NodeActivities:
             except CommandFailed as err:
                 await self._log(node_id, f"setting the host name failed: {err.reason}", level="ERROR")
                 raise _fail(
-                    f"setting the host name to {node.hostname} failed: {err.reason}", "HostnameFailed"
+                    f"setting the host name to {node.hostname} failed: {err.reason}", Failure.HOSTNAME_FAILED
                 ) from err
             except SSHError as err:
                 raise _ssh_failure(err) from err
@@ -251,9 +265,18 @@ class NodeActivities:
             problems = rules.flavor_mismatches(facts, flavor.spec)
         problem = "; ".join(problems)
         booted = utcnow() - timedelta(seconds=facts.uptime_seconds) if facts.uptime_seconds else None
-        await self._update(
-            node_id, facts=facts.model_dump(mode="json"), facts_problem=problem[:1024], boot_time=booted
-        )
+
+        async def record(session: AsyncSession) -> None:
+            await node_status.record_facts(
+                session,
+                node_id=node_id,
+                facts=facts.model_dump(mode="json"),
+                problem=problem,
+                boot_time=booted,
+                now=utcnow(),
+            )
+
+        await self._write(record)
         gpus = f"{facts.gpu_count} GPUs ({facts.gpu_tool})" if facts.gpu_tool else "no GPUs"
         await self._log(
             node_id,
@@ -273,31 +296,47 @@ class NodeActivities:
         async with self._sessions() as session:
             template = await session.get(NodeTemplate, node.template_id)
         if template is None:
-            raise _fail(f"node template {node.template_id} not found", "NotFound")
-        done = list(node.addons_done) if node.addons_template_id == node.template_id else []
-        if node.addons_template_id != node.template_id:
-            await self._update(
-                node_id, addons_template_id=node.template_id, addons_done=[], addons_installed=False
+            raise _fail(f"node template {node.template_id} not found", Failure.NOT_FOUND)
+        template_id = node.template_id
+        done = list(node.addons_done) if node.addons_template_id == template_id else []
+        if node.addons_template_id != template_id:
+            await self._write(
+                partial(node_status.start_addons, node_id=node_id, template_id=template_id, now=utcnow())
             )
         addons = list(template.addons)
         if resume_index:
             await self._log(node_id, f"resuming addon installation at #{resume_index + 1}")
-        template_cmd = self._settings.node_commands.get("run_addon") or ["sudo", "-n", "bash", "{script}"]
+        template_cmd = self._config().commands.get("run_addon") or ["sudo", "-n", "bash", "{script}"]
         todo = [(index, name) for index, name in enumerate(addons) if name not in done]
+
+        async def record(session: AsyncSession, *, installed: bool, line: str = "") -> None:
+            await node_status.record_addons(
+                session,
+                node_id=node_id,
+                template_id=template_id,
+                done=done,
+                installed=installed,
+                now=utcnow(),
+            )
+            if line:
+                await _append(session, node_id, [line])
+
         if todo:
             async with self._ssh(node, keep=False) as conn:
                 try:
                     await self._blocking(partial(conn.run, ["mkdir", "-p", ADDON_DIR], timeout=30))
                     for index, name in todo:
-                        await self._install_one(conn, node_id, index, addons, template_cmd)
+                        await self._install_one(conn, node_id, index, addons, list(template_cmd))
                         done.append(name)
-                        await self._update(node_id, addons_done=list(done))
-                        await self._log(node_id, f"addon {name} installed")
+                        with contextlib.suppress(logs.OwnerGone):
+                            await self._write(
+                                partial(record, installed=False, line=f"addon {name} installed")
+                            )
                 except SSHError as err:
                     raise _ssh_failure(err) from err
         else:
             self._pool.discard(await self._target(node))
-        await self._update(node_id, addons_installed=True)
+        await self._write(partial(record, installed=True))
         return done
 
     async def _install_one(
@@ -315,23 +354,23 @@ class NodeActivities:
                 conn,
                 node_id,
                 rules.render_command(template_cmd, script=path),
-                limit=self._settings.ssh_command_timeout_seconds,
+                limit=self._config().ssh.command_timeout_seconds,
                 beat=partial(activity.heartbeat, step),
             )
         except CommandFailed as err:
             message = f"addon {name} failed with exit code {err.exit_code}"
             await self._log(node_id, message, level="ERROR")
-            raise _fail(f"{message}: {err.reason}"[:1000], "AddonFailed") from err
+            raise _fail(f"{message}: {err.reason}"[:1000], Failure.ADDON_FAILED) from err
 
     def _addon_script(self, name: str) -> str:
         if rules.addon_name_error(name):
-            raise _fail(rules.addon_name_error(name) or name, "AddonFailed")
-        override = self._settings.node_addon_dir
+            raise _fail(rules.addon_name_error(name) or name, Failure.ADDON_FAILED)
+        override = self._config().addon_dir
         if override is not None and (Path(override) / f"{name}.sh").is_file():
             return addon_catalogue.assemble((Path(override) / f"{name}.sh").read_text(encoding="utf-8"))
         addon = addon_catalogue.get_addon(name)
         if addon is None:
-            raise _fail(f"addon {name} is not in the catalogue", "AddonFailed")
+            raise _fail(f"addon {name} is not in the catalogue", Failure.ADDON_FAILED)
         return addon.script
 
     # --- records (control queue) ------------------------------------------------------------------
@@ -339,23 +378,23 @@ class NodeActivities:
     @activity.defn(name="node.finish")
     async def finish(self, params: rules.FinishInput) -> None:
         """Record the outcome of an onboarding pass: phase (and when it changed), message, step cleared."""
-        now = utcnow()
-        values: dict[str, Any] = {
-            "phase": params.phase,
-            "message": params.message[:1024],
-            "step": "",
-            "updated_at": now,
-            "phase_changed_at": case((Node.phase != params.phase, now), else_=Node.phase_changed_at),
-        }
-        if params.phase == rules.READY:
-            values["onboarded"] = True
         level = "INFO" if params.phase == rules.READY and not params.message else "ERROR"
         text = f"phase {params.phase}" + (f": {params.message}" if params.message else "")
 
         async def write(session: AsyncSession) -> None:
-            result = await session.execute(update(Node).where(Node.id == params.node_id).values(**values))
-            if result.rowcount:  # type: ignore[attr-defined]
-                db.add_log(session, node_id=params.node_id, lines=[text], at=now, level=level)
+            node = await session.get(Node, params.node_id)
+            if node is None:
+                return
+            moved = await node_status.finish_onboarding(
+                session, node_id=params.node_id, phase=params.phase, message=params.message, now=utcnow()
+            )
+            if not moved:
+                text_now = f"onboarding ended ({text}); the phase stays {node.phase} while the node "
+                await _append(
+                    session, params.node_id, [text_now + "joins or leaves its cluster"], level=level
+                )
+            else:
+                await _append(session, params.node_id, [text], level=level)
 
         await self._write(write)
 
@@ -380,9 +419,7 @@ class NodeActivities:
         reason = ""
         try:
             async with self._ssh(node, reuse=False, keep=False) as conn:
-                await self._blocking(
-                    lambda: conn.run(["true"], timeout=self._settings.ssh_connect_timeout_seconds)
-                )
+                await self._blocking(lambda: conn.run(["true"], timeout=self._connect_timeout))
         except ApplicationError as err:
             reason = err.message
         except SSHError as err:
@@ -392,41 +429,41 @@ class NodeActivities:
 
     async def _record_probe(self, node_id: str, reachable: bool, reason: str) -> rules.ProbeOutcome:
         node = await self._load(node_id)
-        outcome = rules.ProbeOutcome(node_id=node_id, reachable=reachable, phase=node.phase)
-        now = utcnow()
-        changes: dict[str, Any] = {}
-        line, level = "", "INFO"
-        if reachable and node.phase == rules.SSH_FAILED and node.onboarded:
-            changes = {"phase": rules.READY, "message": "", "phase_changed_at": now}
-            line = "probe: reachable again; phase Ready"
-        elif reachable and node.phase == rules.SSH_FAILED:
-            outcome.restart_onboarding = True
-            line = "probe: reachable; retrying onboarding"
-        elif not reachable and node.phase == rules.READY:
-            changes = {"phase": rules.SSH_FAILED, "message": reason[:1024], "phase_changed_at": now}
-            line, level = f"probe: unreachable ({reason}); phase SSHFailed", "ERROR"
-        moved = False
+        verdict = rules.probe_verdict(
+            phase=node.phase, onboarded=node.onboarded, reachable=reachable, reason=reason
+        )
+        applied = False
 
         async def write(session: AsyncSession) -> None:
-            nonlocal moved
-            # only if nothing moved meanwhile: an onboarding step in flight owns the status
-            result = await session.execute(
-                update(Node)
-                .where(
-                    Node.id == node_id, Node.phase == node.phase, Node.step == "", Node.deleting_at.is_(None)
-                )
-                .values(last_probe_at=now, **changes)
+            nonlocal applied
+            now = utcnow()
+            applied = await node_status.record_probe(
+                session, node_id=node_id, seen_phase=node.phase, verdict=verdict, now=now
             )
-            moved = not result.rowcount  # type: ignore[attr-defined]
-            if line and not moved:
-                db.add_log(session, node_id=node_id, lines=[line], at=now, level=level)
+            if applied and verdict.line:
+                logs.add_lines(
+                    session,
+                    resource=LogResource.NODE,
+                    resource_id=node_id,
+                    lines=[verdict.line],
+                    at=now,
+                    level=verdict.level,
+                )
 
         await self._write(write)
-        if moved:
-            return rules.ProbeOutcome(node_id=node_id, reachable=reachable, phase=node.phase)
-        outcome.changed = bool(changes)
-        outcome.phase = changes.get("phase", node.phase)
+        outcome = rules.ProbeOutcome(node_id=node_id, reachable=reachable, phase=node.phase)
+        if applied:  # else the node moved meanwhile: its own workflow owns what happens next
+            outcome.changed = verdict.phase is not None
+            outcome.phase = verdict.phase or node.phase
+            outcome.restart_onboarding = verdict.restart_onboarding
         return outcome
+
+
+async def _append(session: AsyncSession, node_id: str, lines: Sequence[str], *, level: str = "INFO") -> None:
+    """Add lines to the node's log in the caller's transaction (`logs.OwnerGone` if it was deleted)."""
+    await logs.append(
+        session, resource=LogResource.NODE, resource_id=node_id, lines=lines, at=utcnow(), level=level
+    )
 
 
 async def _wait_briefly(job: asyncio.Future[Any], seconds: float) -> bool:

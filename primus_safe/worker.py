@@ -22,7 +22,7 @@ from temporalio.client import (
 from temporalio.worker import Worker
 
 from activities.cluster import ClusterActivities
-from activities.image_import import ImageImportActivities
+from activities.image_import import ImageImportActivities, ImportProgressActivities
 from activities.images import ImageActivities
 from activities.node import NodeActivities
 from activities.users import UserActivities
@@ -61,8 +61,8 @@ CONTROL_WORKFLOWS: list[type] = [
 def build_workers(client: Client, settings: Settings, sessions: SessionFactory) -> Sequence[Worker]:
     """One worker per task queue; the control queue carries workflows and database activities."""
     users = UserActivities(sessions)
-    nodes = NodeActivities(sessions, SecretBox(settings.encryption_key()), settings)
-    clusters = ClusterActivities(sessions, SecretBox(settings.encryption_key()), settings)
+    nodes = NodeActivities(sessions, SecretBox(settings.encryption_key()), settings.node_config)
+    clusters = ClusterActivities(sessions, SecretBox(settings.encryption_key()), settings.cluster_config)
     control = Worker(
         client,
         task_queue=settings.queues.control,
@@ -81,6 +81,9 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
             clusters.note,
             clusters.remove,
             clusters.node_finish,
+            clusters.claim_nodes,
+            clusters.begin_node_manage,
+            ImportProgressActivities(sessions).record_external_progress,
         ],
     )
     ssh = Worker(

@@ -20,8 +20,9 @@ from sqlalchemy import select
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-from db.clusters import Cluster, ClusterLog
+from db.clusters import Cluster
 from db.encryption import SecretBox
+from db.logs import OperationLog
 from db.migrate import upgrade
 from db.nodes import Node
 from db.session import SessionFactory, create_engine, session_factory
@@ -127,7 +128,9 @@ async def add_cluster(sessions: SessionFactory, cluster_id: str, host: SSHHost) 
 async def log_text(sessions: SessionFactory, cluster_id: str) -> str:
     async with sessions() as session:
         rows = await session.execute(
-            select(ClusterLog.line).where(ClusterLog.cluster_id == cluster_id).order_by(ClusterLog.id)
+            select(OperationLog.line)
+            .where(OperationLog.resource_type == "cluster", OperationLog.resource_id == cluster_id)
+            .order_by(OperationLog.id)
         )
         return "\n".join(rows.scalars())
 
@@ -208,4 +211,4 @@ async def test_killed_worker_resumes_provisioning(
     assert await handle.result() == "deleted"
     async with sessions() as session:
         assert await session.get(Cluster, cluster_id) is None
-    await replay_and_keep(handle, [ClusterWorkflow], "cluster-worker-killed-then-deleted")
+    await replay_and_keep(handle, [ClusterWorkflow], "cluster-worker-killed-claim-update")

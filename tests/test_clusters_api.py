@@ -225,7 +225,7 @@ async def test_hosts_cluster_lifecycle(
     assert attrs == {"type": "node-manage", "cluster": cluster_id, "phase": "Ready"}
     manage = refs.state.temporal.get_workflow_handle(f"node-manage/{third}")
     assert await manage.result() == "Ready"
-    await replay_and_keep(manage, [NodeManageWorkflow], "node-manage-add")
+    await replay_and_keep(manage, [NodeManageWorkflow], "node-manage-begin-update")
     node_logs = (await api.get(f"/api/v1/nodes/{third}/logs", headers=admin)).json()["logs"]
     assert any("pods directory ready" in line for line in node_logs)
     assert (await api.delete(f"/api/v1/nodes/{third}", headers=admin)).status_code == 409
@@ -259,7 +259,7 @@ async def test_hosts_cluster_lifecycle(
     assert (await api.delete(f"/api/v1/clusters/{cluster_id}", headers=admin)).status_code == 404
     created = refs.state.temporal.get_workflow_handle(f"cluster/{cluster_id}")
     assert await created.result() == "deleted"
-    await replay_and_keep(created, [ClusterWorkflow], "cluster-hosts-lifecycle")
+    await replay_and_keep(created, [ClusterWorkflow], "cluster-hosts-claim-update")
 
 
 async def test_kubespray_end_to_end(

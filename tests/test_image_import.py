@@ -19,6 +19,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 
+from db import image_status
 from db import images as db
 from db.image_registries import ImageRegistry
 from db.images import Image, ImageImportJob
@@ -312,7 +313,7 @@ async def test_copy_resumes_a_recorded_upload_session(
             location = await dst.start_upload("sync/big/data")
             location = await dst.upload_chunk("sync/big/data", location, 0, head)
         async with platform.state.sessions() as session, session.begin():
-            await db.set_layer_progress(
+            await image_status.set_layer_progress(
                 session,
                 image_id=image_id,
                 digest=blob.digest,

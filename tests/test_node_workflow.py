@@ -19,8 +19,9 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from db.encryption import SecretBox
+from db.logs import OperationLog
 from db.migrate import upgrade
-from db.nodes import Node, NodeLog
+from db.nodes import Node
 from db.session import SessionFactory, create_engine, session_factory
 from domain.nodes import READY, NodeTimings
 from domain.timefmt import utcnow
@@ -173,7 +174,11 @@ async def test_killed_worker_resumes_at_the_addon_it_was_installing(
         lines = [
             row.line
             for row in (
-                await session.execute(NodeLog.__table__.select().where(NodeLog.node_id == node_id))
+                await session.execute(
+                    OperationLog.__table__.select().where(
+                        OperationLog.resource_type == "node", OperationLog.resource_id == node_id
+                    )
+                )
             ).all()
         ]
     assert "resuming addon installation at #2" in lines

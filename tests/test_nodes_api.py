@@ -14,7 +14,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select, update
 
-from db.nodes import Node, NodeLog
+from db.logs import OperationLog
+from db.nodes import Node
 from domain.nodes import READY
 from tests.conftest import Platform
 from tests.fixtures.nodes import (
@@ -315,7 +316,9 @@ async def test_delete_refused_while_bound_then_removes_node_and_logs(
     async def gone() -> bool:
         async with refs.state.sessions() as session:
             rows = await session.execute(
-                select(func.count()).select_from(NodeLog).where(NodeLog.node_id == node_id)
+                select(func.count())
+                .select_from(OperationLog)
+                .where(OperationLog.resource_type == "node", OperationLog.resource_id == node_id)
             )
             return await session.get(Node, node_id) is None and rows.scalar_one() == 0
 
@@ -336,9 +339,15 @@ async def test_logs_tail_and_since(
     hour_ago = datetime.now(UTC) - timedelta(hours=1)
     async with refs.state.sessions() as session, session.begin():
         first_id = (
-            await session.execute(select(func.min(NodeLog.id)).where(NodeLog.node_id == node_id))
+            await session.execute(
+                select(func.min(OperationLog.id)).where(
+                    OperationLog.resource_type == "node", OperationLog.resource_id == node_id
+                )
+            )
         ).scalar()
-        await session.execute(update(NodeLog).where(NodeLog.id == first_id).values(created_at=hour_ago))
+        await session.execute(
+            update(OperationLog).where(OperationLog.id == first_id).values(created_at=hour_ago)
+        )
     assert await logs(api, admin, node_id, sinceSeconds=600) == everything[1:]
     resp = await api.get(f"{NODES}/{node_id}/logs", params={"tailLines": 0}, headers=admin)
     assert resp.status_code == 400

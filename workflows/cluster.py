@@ -1,15 +1,19 @@
 """The cluster workflow (`cluster/<id>`) and the node management workflow (`node-manage/<nodeId>`).
 
-ClusterWorkflow: creation runs the provisioner over the control-plane nodes (streaming its output
-into the cluster's log), then records `Ready` (binding the nodes) or `Failed` with the reason; it
-then waits for the `delete` signal, which stops a creation in flight, moves the cluster to
-`Deleting`, resets it, unbinds its nodes and removes the record. A failed reset leaves the cluster
-`Failed` with the reason, so deleting it again retries.
+ClusterWorkflow: the creating request waits on the `claim` update, which binds the control-plane
+nodes to the cluster (all or none; refused, and the record discarded, when one was taken
+meanwhile). Creation then runs the provisioner over those nodes (streaming its output into the
+cluster's log) and records `Ready` or `Failed` with the reason; it then waits for the `delete`
+signal, which stops a creation in flight, moves the cluster to `Deleting`, resets it, unbinds its
+nodes and removes the record. A failed reset leaves the cluster `Failed` with the reason, so
+deleting it again retries.
 
-NodeManageWorkflow: one node joins (`add`: Managing -> Ready, or ManagedFailed) or leaves
-(`remove`: Unmanaging -> unbound, or UnmanagedFailed) a cluster through the provisioner.
+NodeManageWorkflow: the request waits on the `begin` update, which moves the node to `Managing`
+(joining, bound to the cluster) or `Unmanaging` (leaving), or refuses; the provisioner then runs
+and the node ends Ready (bound or unbound) or ManagedFailed/UnmanagedFailed.
 
-Both keep the PrimusPhase search attribute on the current step (the API sets PrimusCluster).
+Every status change is an activity (`db.cluster_status`, `db.node_status`); both workflows keep
+the PrimusPhase search attribute on the current step (the API sets PrimusCluster).
 """
 
 from __future__ import annotations
@@ -22,37 +26,19 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 from temporalio.workflow import ActivityCancellationType
 
-from workflows.common import DB_RETRY, PHASE
+from workflows.common import DB_RETRY, enter_phase, failure_message
 
 with workflow.unsafe.imports_passed_through():
     from activities.cluster import ClusterActivities
     from domain import clusters as rules
-    from primus_safe.settings import Settings
-    from workflows.node import failure_message
+    from domain.failures import FINAL_PROVISION, Failure
 
-FINAL_ERRORS = [
-    "ProvisionFailed",
-    "AuthenticationFailed",
-    "HostKeyChanged",
-    "CommandFailed",
-    "SSHError",
-    "NotFound",
-    "Invalid",
-]
-
-
-def cluster_timings(settings: Settings) -> rules.ClusterTimings:
-    """The activity timings the settings ask for."""
-    return rules.ClusterTimings(
-        connect_timeout=settings.ssh_connect_timeout_seconds,
-        provision_timeout=settings.cluster_provision_timeout_seconds,
-        heartbeat_timeout=settings.cluster_heartbeat_timeout_seconds,
-        attempts=settings.ssh_unreachable_attempts,
-        retry_interval=settings.ssh_retry_interval_seconds,
-    )
+CLAIM_PATCH = "claim-nodes-in-workflow"
+"""Histories from before this patch had the API bind the nodes (and mark them Managing)."""
+REFUSED = "Refused"
 
 
 async def _on_nodes(
@@ -76,7 +62,7 @@ async def _on_nodes(
             backoff_coefficient=2.0,
             maximum_interval=timedelta(seconds=max(t.retry_interval * 4, 1)),
             maximum_attempts=t.attempts,
-            non_retryable_error_types=FINAL_ERRORS,
+            non_retryable_error_types=list(FINAL_PROVISION),
         ),
     )
 
@@ -88,8 +74,17 @@ async def _record(method: Callable[[ClusterActivities, Any], Awaitable[Any]], ar
     )
 
 
-def _show(step: str) -> None:
-    workflow.upsert_search_attributes([PHASE.value_set(step)])
+async def _refusal(step: Awaitable[Any]) -> str:
+    """Run a guarded-transition activity: "" when it applied, else why it was refused."""
+    try:
+        await step
+    except ActivityError as err:
+        return failure_message(err)[1]
+    return ""
+
+
+def _refused(message: str) -> ApplicationError:
+    return ApplicationError(message, type=Failure.CONFLICT, non_retryable=True)
 
 
 @workflow.defn(name="Cluster")
@@ -99,6 +94,7 @@ class ClusterWorkflow:
     def __init__(self) -> None:
         self._step = "Pending"
         self._deleting = False
+        self._claim: asyncio.Task[str] | None = None
 
     @workflow.query
     def current_step(self) -> str:
@@ -110,13 +106,33 @@ class ClusterWorkflow:
         """Stop any creation in flight and tear the cluster down."""
         self._deleting = True
 
-    def _set(self, step: str) -> None:
+    @workflow.update
+    async def claim(self, cluster_id: str) -> None:
+        """Bind the control-plane nodes (the creating request waits for this); refused (Conflict)
+        when one was taken meanwhile, and the cluster record is then discarded."""
+        refusal = await self._claiming(cluster_id)
+        if refusal:
+            raise _refused(refusal)
+
+    def _claiming(self, cluster_id: str) -> asyncio.Task[str]:
+        """The one claim of this run, started by the update or, failing that, by the run."""
+        if self._claim is None:
+            self._claim = asyncio.ensure_future(_refusal(_record(ClusterActivities.claim_nodes, cluster_id)))
+        return self._claim
+
+    def _enter(self, step: str) -> None:
+        """The step (or phase) the cluster is at now: the query's answer and the PrimusPhase attribute."""
         self._step = step
-        _show(step)
+        enter_phase(step)
 
     @workflow.run
     async def run(self, params: rules.ClusterWorkflowInput) -> str:
         self._deleting = self._deleting or params.deleting
+        # the claim is shared with the update: whichever runs first starts it, both see its outcome
+        if params.create and workflow.patched(CLAIM_PATCH) and await self._claiming(params.cluster_id):
+            self._enter(REFUSED)
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            return REFUSED.lower()
         if params.create and not self._deleting:
             task = asyncio.ensure_future(self._create(params))
             await workflow.wait_condition(lambda: task.done() or self._deleting)
@@ -137,7 +153,7 @@ class ClusterWorkflow:
             workflow.continue_as_new(params.model_copy(update={"create": False, "deleting": False}))
 
     async def _create(self, params: rules.ClusterWorkflowInput) -> None:
-        self._set("Provisioning")
+        self._enter("Provisioning")
         try:
             await _on_nodes(ClusterActivities.provision, params.cluster_id, params.timings, params.ssh_queue)
         except ActivityError as err:
@@ -151,13 +167,13 @@ class ClusterWorkflow:
         await _record(
             ClusterActivities.finish, rules.ClusterFinish(cluster_id=cluster_id, phase=phase, message=message)
         )
-        self._set(phase)
+        self._enter(phase)
 
     async def _teardown(self, params: rules.ClusterWorkflowInput) -> bool:
         """Reset, unbind and remove; False (cluster left Failed) when the reset fails."""
-        self._set(rules.DELETING)
+        self._enter(rules.DELETING)
         was = await _record(ClusterActivities.begin_delete, params.cluster_id)
-        self._set("Resetting")
+        self._enter("Resetting")
         try:
             await _on_nodes(ClusterActivities.reset, params.cluster_id, params.timings, params.ssh_queue)
         except ActivityError as err:
@@ -174,14 +190,14 @@ class ClusterWorkflow:
                 ClusterActivities.abort_delete,
                 rules.ClusterFinish(cluster_id=params.cluster_id, phase=rules.FAILED, message=message),
             )
-            self._set(rules.FAILED)
+            self._enter(rules.FAILED)
             return False
         return await self._remove(params.cluster_id)
 
     async def _remove(self, cluster_id: str) -> bool:
-        self._set("RemovingRecord")
+        self._enter("RemovingRecord")
         await _record(ClusterActivities.remove, cluster_id)
-        self._set("Deleted")
+        self._enter("Deleted")
         return True
 
 
@@ -191,20 +207,42 @@ class NodeManageWorkflow:
 
     def __init__(self) -> None:
         self._step = "Pending"
+        self._begin: asyncio.Task[str] | None = None
 
     @workflow.query
     def current_step(self) -> str:
         """The step being worked on, or the outcome."""
         return self._step
 
-    def _set(self, step: str) -> None:
+    @workflow.update
+    async def begin(self, params: rules.NodeManageInput) -> None:
+        """Move the node to Managing/Unmanaging (the request waits for this); refused (Conflict)
+        when the node is not in a state to join or leave."""
+        refusal = await self._beginning(params)
+        if refusal:
+            raise _refused(refusal)
+
+    def _beginning(self, params: rules.NodeManageInput) -> asyncio.Task[str]:
+        """The one start of this run, by the update or, failing that, by the run."""
+        if self._begin is None:
+            self._begin = asyncio.ensure_future(
+                _refusal(_record(ClusterActivities.begin_node_manage, params))
+            )
+        return self._begin
+
+    def _enter(self, step: str) -> None:
+        """The step the node's join or leave is at now: the query's answer and the PrimusPhase attribute."""
         self._step = step
-        _show(step)
+        enter_phase(step)
 
     @workflow.run
     async def run(self, params: rules.NodeManageInput) -> str:
         adding = params.action == "add"
-        self._set(rules.MANAGING if adding else rules.UNMANAGING)
+        self._enter(rules.MANAGING if adding else rules.UNMANAGING)
+        if workflow.patched(CLAIM_PATCH) and await self._beginning(params):
+            self._enter(REFUSED)
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            return REFUSED
         ok, message = True, ""
         try:
             await _on_nodes(ClusterActivities.manage_node, params, params.timings, params.ssh_queue)
@@ -224,5 +262,6 @@ class NodeManageWorkflow:
             outcome = "Ready" if adding else "Unmanaged"
         else:
             outcome = rules.MANAGED_FAILED if adding else rules.UNMANAGED_FAILED
-        self._set(outcome)
+        self._enter(outcome)
+        await workflow.wait_condition(workflow.all_handlers_finished)
         return outcome

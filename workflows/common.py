@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from domain.failures import NON_RETRYABLE as FINAL_FAILURES
 
 RESOURCE_TYPE = SearchAttributeKey.for_keyword("PrimusResourceType")
 RESOURCE_ID = SearchAttributeKey.for_keyword("PrimusResourceId")
@@ -15,13 +20,27 @@ CLUSTER = SearchAttributeKey.for_keyword("PrimusCluster")
 
 SEARCH_ATTRIBUTE_NAMES = [k.name for k in (RESOURCE_TYPE, RESOURCE_ID, PHASE, USER, WORKSPACE, CLUSTER)]
 
-NON_RETRYABLE = ["NotFound", "Invalid", "AuthenticationFailed"]
-
 DB_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=10,
-    non_retryable_error_types=NON_RETRYABLE,
+    non_retryable_error_types=list(FINAL_FAILURES),
 )
-"""For short database activities: transient failures retry, bad input does not."""
+"""For short database activities: transient failures retry, bad input and refusals do not."""
+
+
+def failure_message(err: BaseException) -> tuple[str, str]:
+    """(failure kind, readable message) of the root cause of an activity failure."""
+    cause: BaseException | None = err
+    while isinstance(cause, ActivityError) and cause.cause is not None:
+        cause = cause.cause
+    if isinstance(cause, ApplicationError):
+        return cause.type or "Error", cause.message
+    cause = cause or err
+    return type(cause).__name__, str(cause) or type(cause).__name__
+
+
+def enter_phase(phase: str) -> None:
+    """Show `phase` as the workflow's PrimusPhase search attribute (the Temporal UI filters on it)."""
+    workflow.upsert_search_attributes([PHASE.value_set(phase)])

@@ -25,13 +25,14 @@ from temporalio.workflow import ActivityCancellationType
 from workflows.common import DB_RETRY, enter_phase, failure_message
 
 with workflow.unsafe.imports_passed_through():
-    from activities.image_import import ImageImportActivities
+    from activities.image_import import ImageImportActivities, ImportProgressActivities
     from domain.failures import FINAL_REGISTRY, Failure
     from domain.images import (
         STATUS_FAILED,
         STATUS_READY,
         BlobCopy,
         BlobPlan,
+        ExternalProgress,
         FinishImport,
         ImportResult,
         ImportSpec,
@@ -96,6 +97,22 @@ class ImageImportWorkflow:
         """Only a run started for a restart takes one, once: any other run is busy (or ending)."""
         if not self._spec.restart or self._restart_taken or params.image_id != self._spec.image_id:
             raise ApplicationError("this import run takes no restart; ask again", type=Failure.BUSY)
+
+    @workflow.update
+    async def report_progress(self, report: ExternalProgress) -> bool:
+        """Record per-blob progress an external copier reports (`PUT .../progress`)."""
+        return await workflow.execute_activity_method(
+            ImportProgressActivities.record_external_progress,
+            report,
+            start_to_close_timeout=timedelta(seconds=self._spec.step_timeout_seconds),
+            retry_policy=DB_RETRY,
+        )
+
+    @report_progress.validator
+    def _takes_progress(self, report: ExternalProgress) -> None:
+        """Progress is taken while the import copies, never once it has ended."""
+        if report.image_id != self._spec.image_id or self._phase in (STATUS_READY, STATUS_FAILED):
+            raise ApplicationError(f"the import of image {report.image_id} has ended", type=Failure.CONFLICT)
 
     @workflow.run
     async def run(self, spec: ImportSpec) -> ImportResult:

@@ -19,23 +19,14 @@ from typing import Any
 from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, CancelledError
 
-from workflows.common import DB_RETRY, PHASE
+from workflows.common import DB_RETRY, enter_phase, failure_message
 
 with workflow.unsafe.imports_passed_through():
     from activities.node import NodeActivities
     from domain import nodes as rules
-    from primus_safe.settings import Settings
-
-FINAL_SSH_ERRORS = [
-    "AuthenticationFailed",
-    "HostKeyChanged",
-    "HostnameFailed",
-    "AddonFailed",
-    "NotFound",
-    "Invalid",
-]
+    from domain.failures import FINAL_SSH, Failure
 
 
 class NodeWorkflowInput(BaseModel):
@@ -46,17 +37,6 @@ class NodeWorkflowInput(BaseModel):
     start_from: rules.Step | None = "reach"
     deleting: bool = False
     timings: rules.NodeTimings = Field(default_factory=rules.NodeTimings)
-
-
-def node_timings(settings: Settings) -> rules.NodeTimings:
-    """The activity timings the settings ask for."""
-    return rules.NodeTimings(
-        connect_timeout=settings.ssh_connect_timeout_seconds,
-        command_timeout=settings.ssh_command_timeout_seconds,
-        heartbeat_timeout=settings.node_heartbeat_timeout_seconds,
-        unreachable_attempts=settings.ssh_unreachable_attempts,
-        retry_interval=settings.ssh_retry_interval_seconds,
-    )
 
 
 def workflow_id(node_id: str) -> str:
@@ -71,14 +51,6 @@ def earlier(a: rules.Step | None, b: rules.Step | None) -> rules.Step | None:
     if b is None:
         return a
     return a if rules.STEPS.index(a) <= rules.STEPS.index(b) else b
-
-
-def failure_message(err: BaseException) -> tuple[str, str]:
-    """(error type, readable message) of an activity failure."""
-    cause = err.cause if isinstance(err, ActivityError) and err.cause is not None else err
-    if isinstance(cause, ApplicationError):
-        return cause.type or "Error", cause.message
-    return type(cause).__name__, str(cause) or type(cause).__name__
 
 
 @workflow.defn(name="Node")
@@ -105,7 +77,7 @@ class NodeWorkflow:
     @workflow.signal
     def observed(self, phase: str) -> None:
         """The probe moved the node to `phase`."""
-        self._show(phase)
+        self._enter(phase)
 
     @workflow.signal
     def delete(self) -> None:
@@ -152,7 +124,7 @@ class NodeWorkflow:
         steps = rules.STEPS[rules.STEPS.index(start) :]
         try:
             for step in steps:
-                self._show(rules.STEP_TITLES[step])
+                self._enter(rules.STEP_TITLES[step])
                 if step == "reach":
                     await self._ssh(NodeActivities.reach, node_id)
                 elif step == "hostname":
@@ -166,9 +138,9 @@ class NodeWorkflow:
                 raise
             kind, message = failure_message(err)
             phase = rules.SSH_FAILED
-            if kind == "HostnameFailed":
+            if kind == Failure.HOSTNAME_FAILED:
                 phase = rules.HOSTNAME_FAILED
-            elif kind in ("AddonFailed", "NotFound") and step == "addons":
+            elif kind in (Failure.ADDON_FAILED, Failure.NOT_FOUND) and step == "addons":
                 phase = rules.READY  # reachable; the message says which addon failed
             await self._finish(node_id, phase, message)
             return
@@ -191,7 +163,7 @@ class NodeWorkflow:
                 backoff_coefficient=2.0,
                 maximum_interval=timedelta(seconds=max(t.retry_interval * 4, 1)),
                 maximum_attempts=t.unreachable_attempts,
-                non_retryable_error_types=FINAL_SSH_ERRORS,
+                non_retryable_error_types=list(FINAL_SSH),
             ),
         )
 
@@ -202,19 +174,20 @@ class NodeWorkflow:
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=DB_RETRY,
         )
-        self._show(phase)
+        self._enter(phase)
 
     async def _remove(self, node_id: str) -> str:
-        self._show("Deleting")
+        self._enter("Deleting")
         await workflow.execute_activity_method(
             NodeActivities.delete,
             node_id,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=DB_RETRY,
         )
-        self._show("Deleted")
+        self._enter("Deleted")
         return "deleted"
 
-    def _show(self, step: str) -> None:
+    def _enter(self, step: str) -> None:
+        """The step (or phase) the node is at now: the query's answer and the PrimusPhase attribute."""
         self._step = step
-        workflow.upsert_search_attributes([PHASE.value_set(step)])
+        enter_phase(step)

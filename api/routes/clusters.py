@@ -1,21 +1,22 @@
 """Clusters: create, list, get, protect, delete, add/remove nodes, logs. Work runs in `cluster/<id>` and
-`node-manage/<nodeId>` workflows; the API only validates, records the request and starts them."""
+`node-manage/<nodeId>` workflows; the API validates, records the request and starts them. Binding
+nodes (claim) and their Managing/Unmanaging phases are set by those workflows' Updates, whose
+answers the requests wait for: no route writes a status."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
 from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
+from temporalio.client import WithStartWorkflowOperation
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
 )
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.deps import Admin, CurrentUser, Paging, Session, State
 from api.routes.aliases import custom_router
@@ -30,22 +31,23 @@ from api.schemas.clusters import (
     UpdateClusterRequest,
 )
 from api.schemas.common import ERROR_RESPONSES, ListResponse
+from api.workflow_calls import AlreadyRunning, update_with_start
 from db import clusters as db
+from db import logs
 from db import nodes as node_db
 from db.clusters import Cluster
 from db.nodes import Node
 from db.secrets import Secret
 from domain import clusters as rules
 from domain.errors import Conflict, Invalid, NotFound, not_found
+from domain.logs import LogResource, format_line
 from domain.names import normalize_name
-from domain.nodes import READY as NODE_READY
+from domain.nodes import CLUSTER_BUSY_PHASES
 from domain.timefmt import format_time, utcnow
-from workflows.cluster import ClusterWorkflow, NodeManageWorkflow, cluster_timings
+from workflows.cluster import ClusterWorkflow, NodeManageWorkflow
 from workflows.common import CLUSTER, PHASE, RESOURCE_ID, RESOURCE_TYPE, USER
 
 router = APIRouter(tags=["clusters"], responses=ERROR_RESPONSES)
-
-BUSY_NODE_PHASES = (rules.MANAGING, rules.UNMANAGING)
 
 
 # --- views ---------------------------------------------------------------------------------------
@@ -106,30 +108,15 @@ async def _check_secret(session: Session, secret_id: str, kind: str, field: str)
         raise Invalid(f"{field}: secret {secret_id} is of type {secret.type}, not {kind}")
 
 
-async def _usable_node(session: Session, node_id: str, cluster_id: str) -> Node:
-    """A registered node that is Ready, idle and in no other cluster."""
+async def _usable_node(session: Session, node_id: str) -> Node:
+    """A registered node that is Ready, idle and in no cluster (the claim re-checks it)."""
     node = await node_db.get_node(session, node_id=node_id)
     if node is None:
         raise not_found("Node", node_id)
-    if node.cluster_id and node.cluster_id != cluster_id:
-        raise Conflict(f"the node({node_id}) is already in use by cluster {node.cluster_id}")
-    if node.step:
-        raise Conflict(f"the node({node_id}) is busy being onboarded; try again when it is Ready")
-    if node.phase != NODE_READY:
-        raise Conflict(f"the node({node_id}) is not ready (phase {node.phase or 'pending'})")
+    refusal = rules.manage_refusal(node, cluster_id="", action="add")
+    if refusal:
+        raise Conflict(refusal)
     return node
-
-
-async def _reserve(session: Session, node_ids: Sequence[str], cluster_id: str, **values: str) -> None:
-    """Bind free nodes to the cluster in one statement; Conflict if another request took one first."""
-    result = await session.execute(
-        update(Node)
-        .where(Node.id.in_(node_ids), Node.cluster_id == "", Node.deleting_at.is_(None))
-        .values(cluster_id=cluster_id, updated_at=utcnow(), **values)
-    )
-    if result.rowcount != len(node_ids):  # type: ignore[attr-defined]
-        await session.rollback()
-        raise Conflict("a requested node was taken by another request; try again")
 
 
 def _attributes(
@@ -153,7 +140,7 @@ def _workflow_input(state: State, cluster: Cluster, *, create: bool) -> rules.Cl
         ssh_queue=state.settings.queues.ssh,
         create=create,
         deleting=not create,
-        timings=cluster_timings(state.settings),
+        timings=state.settings.cluster_timings(),
     )
 
 
@@ -173,7 +160,7 @@ async def create_cluster(
     if body.image_secret_id:
         await _check_secret(session, body.image_secret_id, "image", "imageSecretId")
     for node_id in body.nodes:
-        await _usable_node(session, node_id, "")
+        await _usable_node(session, node_id)
     now = utcnow()
     cluster = Cluster(
         id=cluster_id,
@@ -206,42 +193,47 @@ async def create_cluster(
     except IntegrityError as exc:
         await session.rollback()
         raise Conflict(f"cluster {cluster_id} already exists") from exc
-    await _reserve(session, body.nodes, cluster_id)
     lines = [
         f"cluster {cluster_id} requested by {caller.user.name}: provisioner {provisioner}, "
         f"control-plane nodes {', '.join(body.nodes)}"
     ]
-    db.add_log(session, cluster_id=cluster_id, lines=lines, at=now)
+    logs.add_lines(session, resource=LogResource.CLUSTER, resource_id=cluster_id, lines=lines, at=now)
     warning = rules.odd_count_warning(len(body.nodes))
     if warning:
-        db.add_log(session, cluster_id=cluster_id, lines=[warning], at=now, level="WARN")
-    await session.commit()
-    try:
-        await state.temporal.start_workflow(
-            ClusterWorkflow.run,
-            _workflow_input(state, cluster, create=True),
-            id=rules.cluster_workflow_id(cluster_id),
-            task_queue=state.settings.queues.control,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            search_attributes=_attributes("cluster", cluster_id, cluster_id, rules.CREATING, caller.id),
+        logs.add_lines(
+            session,
+            resource=LogResource.CLUSTER,
+            resource_id=cluster_id,
+            lines=[warning],
+            at=now,
+            level="WARN",
         )
-    except BaseException as exc:
+    await session.commit()
+    start = WithStartWorkflowOperation(
+        ClusterWorkflow.run,
+        _workflow_input(state, cluster, create=True),
+        id=rules.cluster_workflow_id(cluster_id),
+        task_queue=state.settings.queues.control,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        search_attributes=_attributes("cluster", cluster_id, cluster_id, rules.CREATING, caller.id),
+    )
+    try:
+        await update_with_start(state.temporal, ClusterWorkflow.claim, cluster_id, start)
+    except AlreadyRunning as exc:
         await _undo_create(session, cluster_id)
-        if isinstance(exc, WorkflowAlreadyStartedError):
-            raise Conflict(f"cluster {cluster_id} is still being removed; try again shortly") from exc
+        raise Conflict(f"cluster {cluster_id} is still being removed; try again shortly") from exc
+    except Conflict:
+        raise  # refused by the claim, which discarded the record
+    except BaseException:
+        await _undo_create(session, cluster_id)
         raise
     return CreateClusterResponse(cluster_id=cluster_id)
 
 
 async def _undo_create(session: Session, cluster_id: str) -> None:
-    """Remove what a create recorded when its workflow could not start."""
+    """Remove the record a create wrote when its workflow could not start (nothing else was bound)."""
     await session.rollback()
-    await session.execute(update(Node).where(Node.cluster_id == cluster_id).values(cluster_id=""))
-    cluster = await db.get_cluster(session, cluster_id=cluster_id)
-    if cluster is not None:
-        cluster.deleting_at = utcnow()
-        await session.flush()
-        await db.delete_cluster(session, cluster_id=cluster_id)
+    await db.discard_cluster(session, cluster_id=cluster_id)
     await session.commit()
 
 
@@ -288,7 +280,9 @@ async def delete_cluster(ClusterId: str, caller: Admin, session: Session, state:
     if workloads:
         raise Conflict(f"some workloads are still in progress ({', '.join(workloads)}); terminate them first")
     busy = [
-        n.id for n in await node_db.list_nodes(session, cluster_id=cluster.id) if n.phase in BUSY_NODE_PHASES
+        n.id
+        for n in await node_db.list_nodes(session, cluster_id=cluster.id)
+        if n.phase in CLUSTER_BUSY_PHASES
     ]
     if busy:
         raise Conflict(f"nodes {', '.join(busy)} are joining or leaving the cluster; try again when done")
@@ -321,83 +315,75 @@ async def manage_cluster_nodes(
     if cluster.deleting_at is not None or cluster.phase != rules.READY:
         raise Conflict(f"the cluster {cluster.id} is not ready (phase {_phase(cluster)})")
     adding = body.action == "add"
-    fresh: list[str] = []  # nodes to bind (add) or to unbind (remove)
-    retry: list[str] = []  # nodes of this cluster whose join failed: joined again
-    done = 0
+    todo: list[str] = []  # nodes to join (or join again after a failure) or to leave
+    done = 0  # nodes already where they should be
     for node_id in body.node_ids:
         node = await node_db.get_node(session, node_id=node_id)
         if node is None:
             raise not_found("Node", node_id)
-        if adding and node.cluster_id == cluster.id:
-            if node.phase == rules.MANAGED_FAILED:
-                retry.append(node_id)
-            elif node.phase in BUSY_NODE_PHASES:
-                raise Conflict(f"the node({node_id}) is already {node.phase.lower()}")
-            else:
-                done += 1
-        elif adding:
-            fresh.append((await _usable_node(session, node_id, cluster.id)).id)
-        elif not node.cluster_id:
+        in_place = (
+            node.cluster_id == cluster.id and node.phase not in (rules.MANAGED_FAILED, *CLUSTER_BUSY_PHASES)
+            if adding
+            else not node.cluster_id
+        )
+        if in_place:
             done += 1
-        elif node.cluster_id != cluster.id:
-            raise Conflict(f"the node({node_id}) does not belong to cluster {cluster.id}")
-        elif node.is_control_plane:
-            raise Conflict(f"the node({node_id}) is a control-plane node and cannot leave the cluster")
-        elif node.phase in BUSY_NODE_PHASES:
-            raise Conflict(f"the node({node_id}) is already {node.phase.lower()}")
-        else:
-            fresh.append(node_id)
-    todo = fresh + retry
+            continue
+        refusal = rules.manage_refusal(node, cluster_id=cluster.id, action=body.action)
+        if refusal:
+            raise Conflict(refusal)
+        todo.append(node_id)
     if not todo:
         return ManageNodesResponse(total_count=len(body.node_ids), success_count=done)
-    phase = rules.MANAGING if adding else rules.UNMANAGING
-    if adding and fresh:
-        await _reserve(session, fresh, cluster.id, phase=phase)
-    await session.execute(
-        update(Node).where(Node.id.in_(todo)).values(phase=phase, message="", updated_at=utcnow())
-    )
-    now = utcnow()
-    db.add_log(session, cluster_id=cluster.id, lines=[f"{body.action} nodes {', '.join(todo)}"], at=now)
+    line = f"{body.action} nodes {', '.join(todo)}"
+    logs.add_lines(session, resource=LogResource.CLUSTER, resource_id=cluster.id, lines=[line], at=utcnow())
     await session.commit()
-    started = await _start_node_workflows(state, session, cluster, todo, body.action, caller.id)
+    started = await _start_node_workflows(state, cluster, todo, body.action, caller.id)
     return ManageNodesResponse(total_count=len(body.node_ids), success_count=done + started)
 
 
 async def _start_node_workflows(
-    state: State, session: Session, cluster: Cluster, node_ids: list[str], action: str, user: str
+    state: State, cluster: Cluster, node_ids: list[str], action: rules.NodeAction, user: str
 ) -> int:
-    """Start one node-manage workflow per node; nodes whose workflow cannot start are put back."""
-    started = 0
-    for index, node_id in enumerate(node_ids):
+    """Start one node-manage workflow per node, all at once, each answering whether its node
+    started to join or leave. Returns how many did; when none did, the first refusal is the answer."""
+
+    async def begin(node_id: str) -> None:
+        params = rules.NodeManageInput(
+            node_id=node_id,
+            cluster_id=cluster.id,
+            action=action,
+            provisioner=cluster.provisioner,
+            ssh_queue=state.settings.queues.ssh,
+            timings=state.settings.cluster_timings(),
+        )
+        start = WithStartWorkflowOperation(
+            NodeManageWorkflow.run,
+            params,
+            id=rules.node_manage_workflow_id(node_id),
+            task_queue=state.settings.queues.control,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            search_attributes=_attributes(
+                "node-manage",
+                node_id,
+                cluster.id,
+                rules.MANAGING if action == "add" else rules.UNMANAGING,
+                user,
+            ),
+        )
         try:
-            await state.temporal.start_workflow(
-                NodeManageWorkflow.run,
-                rules.NodeManageInput(
-                    node_id=node_id,
-                    cluster_id=cluster.id,
-                    action=action,
-                    provisioner=cluster.provisioner,
-                    ssh_queue=state.settings.queues.ssh,
-                    timings=cluster_timings(state.settings),
-                ),
-                id=rules.node_manage_workflow_id(node_id),
-                task_queue=state.settings.queues.control,
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                search_attributes=_attributes(
-                    "node-manage",
-                    node_id,
-                    cluster.id,
-                    rules.MANAGING if action == "add" else rules.UNMANAGING,
-                    user,
-                ),
-            )
-            started += 1
-        except BaseException:
-            rest = node_ids[index:]
-            values = {"cluster_id": ""} if action == "add" else {}
-            await session.execute(update(Node).where(Node.id.in_(rest)).values(phase=NODE_READY, **values))
-            await session.commit()
-            raise
+            await update_with_start(state.temporal, NodeManageWorkflow.begin, params, start)
+        except AlreadyRunning as exc:
+            raise Conflict(f"the node({node_id}) is already joining or leaving a cluster") from exc
+
+    outcomes = await asyncio.gather(*(begin(n) for n in node_ids), return_exceptions=True)
+    failures = [o for o in outcomes if isinstance(o, BaseException)]
+    started = len(outcomes) - len(failures)
+    unexpected = [f for f in failures if not isinstance(f, Conflict)]
+    if unexpected:
+        raise unexpected[0]
+    if failures and not started:
+        raise failures[0]
     return started
 
 
@@ -412,9 +398,11 @@ async def get_cluster_logs(
     """What creating, changing and tearing down the cluster printed (provisioner output included)."""
     cluster = await _get(session, ClusterId)
     since = utcnow() - timedelta(seconds=since_seconds) if since_seconds else None
-    lines = await db.tail_logs(session, cluster_id=cluster.id, tail=tail_lines, since=since)
+    lines = await logs.tail(
+        session, resource=LogResource.CLUSTER, resource_id=cluster.id, count=tail_lines, since=since
+    )
     return ClusterLogs(
         cluster_id=cluster.id,
         pod_id=rules.cluster_workflow_id(cluster.id),
-        logs=[f"{line.created_at:%Y-%m-%d %H:%M:%S} {line.level} {line.line}" for line in lines],
+        logs=[format_line(line.created_at, line.level, line.line) for line in lines],
     )

@@ -26,10 +26,11 @@ from api.schemas.images import (
     LayerDetail,
 )
 from api.state import AppState
+from api.workflow_calls import update_running
 from db import images as db
 from db.image_registries import ImageRegistry, default_registry
 from db.images import Image, ImageImportJob
-from domain.errors import Forbidden, InternalError, Invalid, NotFound
+from domain.errors import Conflict, Forbidden, InternalError, Invalid, NotFound
 from domain.failures import Failure
 from domain.image_registries import registry_address
 from domain.images import (
@@ -39,6 +40,7 @@ from domain.images import (
     STATUS_FAILED,
     STATUS_IMPORTING,
     BadReference,
+    ExternalProgress,
     ImageReference,
     ImportSpec,
     RestartImport,
@@ -322,9 +324,10 @@ def _decode_tag(name: str) -> str:
     summary="Report import progress from an external copier (name: URL-safe base64 of the tag)",
 )
 async def update_import_progress(
-    name: str, body: ImportProgressRequest, caller: CurrentUser, session: Session
+    name: str, body: ImportProgressRequest, caller: CurrentUser, session: Session, state: State
 ) -> None:
-    """The image's creator or an admin reports per-blob status and percent."""
+    """The image's creator or an admin reports per-blob status and percent; the import workflow
+    records it (409 once the import has ended)."""
     tag = _decode_tag(name)
     image = await db.get_image_by_tag(session, tag=tag)
     if image is None:
@@ -333,13 +336,17 @@ async def update_import_progress(
         raise Forbidden("only the image's creator or an administrator may report its progress")
     if await db.get_import_job(session, image_id=image.id) is None:
         raise NotFound("ImageImportJob", image.id)
-    await db.record_external_progress(
-        session,
+    await session.commit()  # no transaction stays open across the Temporal call
+    report = ExternalProgress(
         image_id=image.id,
         layers={digest: (item.status, item.progress) for digest, item in body.layers_detail.items()},
-        now=utcnow(),
     )
-    await session.commit()
+    handle = state.temporal.get_workflow_handle(workflow_id(image.id))
+    recorded = await update_running(
+        handle, ImageImportWorkflow.report_progress, report, not_running=f"the import of {tag} has ended"
+    )
+    if not recorded:
+        raise Conflict(f"the import of {tag} has ended")
 
 
 @router.get(

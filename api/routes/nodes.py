@@ -23,6 +23,7 @@ from api.schemas.nodes import (
     UpdateNodeRequest,
     WorkspaceRef,
 )
+from db import logs
 from db import nodes as db
 from db.node_flavors import NodeFlavor
 from db.node_templates import NodeTemplate
@@ -30,10 +31,11 @@ from db.nodes import Node
 from db.secrets import Secret
 from domain import nodes as rules
 from domain.errors import Conflict, Forbidden, Invalid, NotFound, not_found
+from domain.logs import LogResource, format_line
 from domain.node_flavors import FlavorSpec, ReservePercents, available_resources, total_resources
 from domain.timefmt import format_time, utcnow
 from workflows.common import PHASE, RESOURCE_ID, RESOURCE_TYPE, USER
-from workflows.node import NodeWorkflow, NodeWorkflowInput, node_timings, workflow_id
+from workflows.node import NodeWorkflow, NodeWorkflowInput, workflow_id
 
 router = APIRouter(tags=["nodes"], responses=ERROR_RESPONSES)
 
@@ -64,6 +66,7 @@ def _available(node: Node) -> tuple[bool, str]:
         facts_problem=node.facts_problem,
         addons_installed=node.is_addons_installed,
         taints=node.taints,
+        holds=node.hold_list(),
     )
     if not available and node.message and not node.step:
         reason = node.message
@@ -166,7 +169,7 @@ async def _tell_workflow(
             ssh_queue=state.settings.queues.ssh,
             start_from=start_from,
             deleting=signal == "delete",
-            timings=node_timings(state.settings),
+            timings=state.settings.node_timings(),
         ),
         id=workflow_id(node.id),
         task_queue=state.settings.queues.control,
@@ -245,7 +248,7 @@ async def create_node(
         await state.temporal.start_workflow(
             NodeWorkflow.run,
             NodeWorkflowInput(
-                node_id=node.id, ssh_queue=state.settings.queues.ssh, timings=node_timings(state.settings)
+                node_id=node.id, ssh_queue=state.settings.queues.ssh, timings=state.settings.node_timings()
             ),
             id=workflow_id(node.id),
             task_queue=state.settings.queues.control,
@@ -389,10 +392,12 @@ async def get_node_logs(
     if node is None:
         raise not_found("Node", NodeId)
     since = utcnow() - timedelta(seconds=since_seconds) if since_seconds else None
-    lines = await db.tail_logs(session, node_id=node.id, tail=tail_lines, since=since)
+    lines = await logs.tail(
+        session, resource=LogResource.NODE, resource_id=node.id, count=tail_lines, since=since
+    )
     return NodeLogs(
         cluster_id=node.cluster_id,
         node_id=node.id,
         pod_id=workflow_id(node.id),
-        logs=[f"{line.created_at:%Y-%m-%d %H:%M:%S} {line.level} {line.line}" for line in lines],
+        logs=[format_line(line.created_at, line.level, line.line) for line in lines],
     )
