@@ -65,6 +65,12 @@ def test_the_tree_keeps_every_layer_rule() -> None:
             "activities.users -> api.deps",
         ),
         (
+            "api/routes/clusters.py",
+            "from db import node_status",
+            "api never writes a status (the status owners are called from activities only)",
+            "api.routes.clusters -> db.node_status",
+        ),
+        (
             "drivers/execution.py",
             "from primus_safe.settings import get_settings",
             "only the composition root (primus_safe) and api read settings",
