@@ -238,15 +238,18 @@ async def _import_again(
         user_id=caller.id,
         user_name=caller.user.name,
     )
+    # Built once: the loop expires the session's objects, the caller's user among them.
+    spec = _spec(state, caller, image_id, ref, target, registry_id, restart=True)
+    attributes = _search_attributes(caller, image_id)
     for _ in range(RESTART_ATTEMPTS):
         start = WithStartWorkflowOperation(
             ImageImportWorkflow.run,
-            _spec(state, caller, image_id, ref, target, registry_id, restart=True),
+            spec,
             id=workflow_id(image_id),
             task_queue=state.settings.queues.control,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             static_summary=f"Import {ref} -> {target} again",
-            search_attributes=_search_attributes(caller, image_id),
+            search_attributes=attributes,
         )
         try:
             if await state.temporal.execute_update_with_start_workflow(
