@@ -420,6 +420,7 @@ async def test_delete_while_importing_cancels_the_workflow(
         with pytest.raises(WorkflowFailureError):
             await asyncio.wait_for(handle.result(), 30)
         assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+        await replay_and_keep(handle, [ImageImportWorkflow], "image-import-progress-then-cancelled")
         assert (
             await api.get(f"/api/v1/images/{image_id}/importing-details", headers=alice)
         ).status_code == 404
