@@ -11,6 +11,7 @@ from db.nodes import Node, NodeHold
 from db.public_keys import PublicKey
 from db.secrets import Secret
 from db.users import User, UserToken
+from db.workspaces import Workspace, WorkspaceImageSecret, WorkspaceManager
 
 __all__ = [
     "Base",
@@ -29,4 +30,7 @@ __all__ = [
     "Secret",
     "User",
     "UserToken",
+    "Workspace",
+    "WorkspaceImageSecret",
+    "WorkspaceManager",
 ]

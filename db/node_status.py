@@ -282,3 +282,53 @@ async def mark_available(
         NodeHold.node_id == node_id, NodeHold.reason == reason.value, NodeHold.ref == ref
     )
     return _applied(await session.execute(statement))
+
+
+# --- workspaces (the workspace workflow) --------------------------------------------------------
+
+
+async def bind_workspace(
+    session: AsyncSession,
+    *,
+    workspace_id: str,
+    cluster_id: str,
+    flavor_id: str,
+    node_ids: Sequence[str],
+    now: datetime,
+) -> list[str]:
+    """Bind nodes to a workspace, all or none: each must be live, in the workspace's cluster, of
+    its flavor and serving no workspace (the expected state). Returns the ids that could not be
+    bound; the caller rolls back then. Nodes already bound to this workspace count as bound (a retry)."""
+    free = and_(
+        Node.id.in_(node_ids),
+        Node.deleting_at.is_(None),
+        Node.cluster_id == cluster_id,
+        Node.flavor_id == flavor_id,
+        Node.workspace_id == "",
+    )
+    await session.execute(update(Node).where(free).values(workspace_id=workspace_id, updated_at=now))
+    rows = await session.execute(
+        select(Node.id).where(Node.id.in_(node_ids), Node.workspace_id == workspace_id)
+    )
+    bound = set(rows.scalars())
+    return [n for n in node_ids if n not in bound]
+
+
+async def unbind_workspace(
+    session: AsyncSession, *, workspace_id: str, node_ids: Sequence[str] | None, now: datetime
+) -> list[str]:
+    """Unbind nodes from a workspace, all or none: each must be bound to `workspace_id` (the
+    expected state); `None` unbinds every node of it. Returns the ids that were not bound to it;
+    the caller rolls back then. Nodes already unbound count as unbound (a retry) only when they
+    serve no workspace at all."""
+    bound_here = Node.workspace_id == workspace_id
+    if node_ids is None:
+        await session.execute(update(Node).where(bound_here).values(workspace_id="", updated_at=now))
+        return []
+    rows = await session.execute(select(Node.id, Node.workspace_id).where(Node.id.in_(node_ids)))
+    serving = {row[0]: row[1] for row in rows}
+    refused = [n for n in node_ids if serving.get(n, "") not in (workspace_id, "")]
+    await session.execute(
+        update(Node).where(Node.id.in_(node_ids), bound_here).values(workspace_id="", updated_at=now)
+    )
+    return refused
