@@ -17,7 +17,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from db import logs
 from db.base import Base, UTCDateTime
 from domain.logs import LogResource
-from domain.nodes import Hold, UnavailableReason
+from domain.nodes import Hold, UnavailableReason, availability
 
 
 class Node(Base):
@@ -74,6 +74,17 @@ class Node(Base):
     def is_addons_installed(self) -> bool:
         """All addons of the node's current template are installed."""
         return self.addons_installed and self.addons_template_id == self.template_id
+
+    def availability(self) -> tuple[bool, str]:
+        """Whether workloads may use the node, and the first reason when not (`domain.nodes.availability`)."""
+        return availability(
+            phase=self.phase,
+            step=self.step,
+            facts_problem=self.facts_problem,
+            addons_installed=self.is_addons_installed,
+            taints=self.taints,
+            holds=self.hold_list(),
+        )
 
     def hold_list(self) -> list[Hold]:
         """The holds as domain values (for `domain.nodes.availability`)."""

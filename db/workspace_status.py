@@ -34,8 +34,9 @@ async def finish_creation(session: AsyncSession, *, workspace_id: str, message: 
 
 
 async def record_message(session: AsyncSession, *, workspace_id: str, message: str, now: datetime) -> bool:
-    """Why the last step failed ("" once it succeeded), while the workspace is not being deleted."""
-    where = and_(Workspace.id == workspace_id, Workspace.phase != rules.DELETING)
+    """Why the last step failed ("" once it succeeded), whatever the phase; False when the
+    message was already that (or the workspace is gone)."""
+    where = and_(Workspace.id == workspace_id, Workspace.message != message[:1024])
     return await _set(session, where, now, message=message[:1024])
 
 

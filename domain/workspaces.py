@@ -269,3 +269,10 @@ class NodesChanged(BaseModel):
     """What a nodes change did."""
 
     node_ids: list[str]
+
+
+class WorkspaceNote(BaseModel):
+    """Why the last workspace step failed ("" once one succeeded)."""
+
+    workspace_id: str
+    message: str

@@ -26,6 +26,7 @@ from activities.image_import import ImageImportActivities, ImportProgressActivit
 from activities.images import ImageActivities
 from activities.node import NodeActivities
 from activities.users import UserActivities
+from activities.workspace import WorkspaceActivities
 from db.encryption import SecretBox
 from db.session import SessionFactory
 from domain.images import RegistryStatsInput
@@ -42,6 +43,7 @@ from workflows.registry_stats import RegistryStatsWorkflow
 from workflows.token_purge import SCHEDULE_ID as TOKEN_PURGE_SCHEDULE
 from workflows.token_purge import TokenPurgeWorkflow
 from workflows.user_cleanup import UserCleanupWorkflow
+from workflows.workspace import WorkspaceWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ CONTROL_WORKFLOWS: list[type] = [
     RegistryStatsWorkflow,
     ClusterWorkflow,
     NodeManageWorkflow,
+    WorkspaceWorkflow,
 ]
 
 
@@ -63,6 +66,7 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
     users = UserActivities(sessions)
     nodes = NodeActivities(sessions, SecretBox(settings.encryption_key()), settings.node_config)
     clusters = ClusterActivities(sessions, SecretBox(settings.encryption_key()), settings.cluster_config)
+    workspaces = WorkspaceActivities(sessions, SecretBox(settings.encryption_key()))
     control = Worker(
         client,
         task_queue=settings.queues.control,
@@ -83,6 +87,12 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
             clusters.node_finish,
             clusters.claim_nodes,
             clusters.begin_node_manage,
+            workspaces.claim_nodes,
+            workspaces.change_nodes,
+            workspaces.finish,
+            workspaces.note,
+            workspaces.begin_delete,
+            workspaces.remove,
             ImportProgressActivities(sessions).record_external_progress,
         ],
     )
@@ -98,6 +108,8 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
             clusters.provision,
             clusters.reset,
             clusters.manage_node,
+            workspaces.prepare_namespace,
+            workspaces.remove_namespace,
         ],
         max_concurrent_activities=settings.ssh_max_parallel,
     )

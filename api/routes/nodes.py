@@ -25,6 +25,7 @@ from api.schemas.nodes import (
 )
 from db import logs
 from db import nodes as db
+from db import workspaces as workspace_db
 from db.node_flavors import NodeFlavor
 from db.node_templates import NodeTemplate
 from db.nodes import Node
@@ -73,8 +74,8 @@ def _available(node: Node) -> tuple[bool, str]:
     return available, reason
 
 
-def node_item(state: State, node: Node, flavor: NodeFlavor | None) -> NodeItem:
-    """The full list view of a node."""
+def node_item(state: State, node: Node, flavor: NodeFlavor | None, workspace_name: str = "") -> NodeItem:
+    """The full list view of a node (`workspace_name`: the display name of its workspace)."""
     total, avail = _resources(state, flavor)
     available, message = _available(node)
     return NodeItem(
@@ -82,7 +83,7 @@ def node_item(state: State, node: Node, flavor: NodeFlavor | None) -> NodeItem:
         node_name=node.node_name,
         internal_ip=node.private_ip,
         cluster_id=node.cluster_id,
-        workspace=WorkspaceRef(id=node.workspace_id, name=node.workspace_id),
+        workspace=WorkspaceRef(id=node.workspace_id, name=workspace_name or node.workspace_id),
         phase=node.phase,
         available=available,
         message=message,
@@ -95,10 +96,10 @@ def node_item(state: State, node: Node, flavor: NodeFlavor | None) -> NodeItem:
     )
 
 
-def node_detail(state: State, node: Node, flavor: NodeFlavor | None) -> NodeDetail:
+def node_detail(state: State, node: Node, flavor: NodeFlavor | None, workspace_name: str = "") -> NodeDetail:
     """One node with its spec; taint keys shown without the system prefix."""
     return NodeDetail(
-        **dict(node_item(state, node, flavor)),
+        **dict(node_item(state, node, flavor, workspace_name)),
         flavor_id=node.flavor_id,
         template_id=node.template_id,
         taints=[
@@ -118,14 +119,21 @@ def node_detail(state: State, node: Node, flavor: NodeFlavor | None) -> NodeDeta
     )
 
 
-def can_see(caller: Caller, node: Node) -> bool:
-    """Admins see every node; others the nodes bound to one of their workspaces."""
-    return caller.is_admin or (bool(node.workspace_id) and node.workspace_id in caller.user.workspaces)
+async def _usable(session: Session, caller: Caller) -> list[str]:
+    """The workspaces a non-admin caller may use (granted, managed, default)."""
+    return await workspace_db.accessible_ids(session, user_id=caller.id, granted=caller.user.workspaces)
+
+
+async def can_see(session: Session, caller: Caller, node: Node) -> bool:
+    """Admins see every node; others the nodes bound to one of the workspaces they may use."""
+    if caller.is_admin:
+        return True
+    return bool(node.workspace_id) and node.workspace_id in await _usable(session, caller)
 
 
 async def _visible(session: Session, caller: Caller, node_id: str) -> Node:
     node = await db.get_node(session, node_id=node_id)
-    if node is None or not can_see(caller, node):
+    if node is None or not await can_see(session, caller, node):
         raise not_found("Node", node_id)
     return node
 
@@ -287,7 +295,7 @@ async def list_nodes(
             cluster_id=cluster_id,
             workspace_id=workspace_id,
             flavor_id=flavor_id,
-            workspaces=None if caller.is_admin else caller.user.workspaces,
+            workspaces=None if caller.is_admin else await _usable(session, caller),
         )
     if node_id:
         nodes = [
@@ -311,8 +319,10 @@ async def list_nodes(
             items=[NodeBrief(node_id=n.id, node_name=n.node_name, internal_ip=n.private_ip) for n in page],
         )
     flavors = {f: await session.get(NodeFlavor, f) for f in {n.flavor_id for n in page}}
+    names = await workspace_db.names(session, sorted({n.workspace_id for n in page if n.workspace_id}))
     return ListResponse[NodeItem](
-        total_count=len(nodes), items=[node_item(state, n, flavors[n.flavor_id]) for n in page]
+        total_count=len(nodes),
+        items=[node_item(state, n, flavors[n.flavor_id], names.get(n.workspace_id, "")) for n in page],
     )
 
 
@@ -320,7 +330,10 @@ async def list_nodes(
 async def get_node(NodeId: str, caller: CurrentUser, session: Session, state: State) -> NodeDetail:
     """One node; nodes outside the caller's workspaces are reported missing."""
     node = await _visible(session, caller, NodeId)
-    return node_detail(state, node, await session.get(NodeFlavor, node.flavor_id))
+    names = await workspace_db.names(session, [node.workspace_id] if node.workspace_id else [])
+    return node_detail(
+        state, node, await session.get(NodeFlavor, node.flavor_id), names.get(node.workspace_id, "")
+    )
 
 
 @router.patch("/nodes/{NodeId}", response_model=None)

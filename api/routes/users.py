@@ -34,8 +34,10 @@ from api.schemas.users import (
 )
 from api.security import hash_password, new_token, token_hash, verify_password
 from db import users as db
+from db import workspaces as workspace_db
 from db.users import User, UserToken
-from domain.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
+from db.workspaces import Workspace
+from domain.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated, not_found
 from domain.names import random_suffix
 from domain.timefmt import format_time, unix_seconds, utcnow
 from domain.users import RESTRICTED_FROZEN, ROLE_DEFAULT, ROLE_SYSTEM_ADMIN, normalize_roles
@@ -45,28 +47,43 @@ from workflows.user_cleanup import UserCleanupInput, UserCleanupWorkflow, workfl
 router = APIRouter(tags=["users"], responses=ERROR_RESPONSES)
 
 
-def user_view(user: User) -> UserView:
-    """The API view of a user. Admins need no workspace grants, so theirs are empty."""
+async def user_view(session: Session, user: User) -> UserView:
+    """The API view of a user: the workspaces they may use (granted, managed, default) and those
+    they manage, with display names. Admins need no workspace grants, so theirs are empty."""
     admin = ROLE_SYSTEM_ADMIN in user.roles
+    usable = (
+        [] if admin else await workspace_db.accessible_ids(session, user_id=user.id, granted=user.workspaces)
+    )
+    managed = [] if admin else await workspace_db.managed_by(session, user_id=user.id)
+    names = await workspace_db.names(session, [*usable, *managed])
     return UserView(
         id=user.id,
         name=user.name,
         email=user.email,
         type=user.type,
         roles=list(user.roles),
-        workspaces=[] if admin else [WorkspaceRef(id=w, name=w) for w in user.workspaces],
-        managed_workspaces=[],
+        workspaces=[WorkspaceRef(id=w, name=names.get(w, w)) for w in usable],
+        managed_workspaces=[WorkspaceRef(id=w, name=names.get(w, w)) for w in managed],
         creation_time=format_time(user.created_at),
         restricted_type=user.restricted_type,
         avatar_url=user.avatar_url,
     )
 
 
-def can_see(caller: Caller, user: User) -> bool:
-    """Admins see everyone; others see themselves and members of their workspaces."""
+def can_see(caller: Caller, user: User, shared: set[str] | None = None) -> bool:
+    """Admins see everyone; others see themselves and members of their workspaces (`shared`:
+    the workspaces the caller may use, when known; else the caller's grants)."""
     if caller.is_admin or caller.id == user.id:
         return True
-    return bool(set(caller.user.workspaces) & set(user.workspaces))
+    return bool((shared if shared is not None else set(caller.user.workspaces)) & set(user.workspaces))
+
+
+async def _check_workspaces(session: Session, ids: list[str]) -> None:
+    """404 naming the first workspace id that does not exist."""
+    known = await workspace_db.existing_ids(session, ids)
+    for workspace_id in ids:
+        if workspace_id not in known:
+            raise not_found("Workspace", workspace_id)
 
 
 async def optional_caller(
@@ -91,6 +108,7 @@ async def create_user(
         raise Forbidden("only a system administrator may set type or workspaces when registering a user")
     if await db.get_user_by_name(session, name=body.name) is not None:
         raise Conflict(f"user {body.name} already exists")
+    await _check_workspaces(session, list(body.workspaces or []))
     now = utcnow()
     user = User(
         id=f"user-{body.name[:60]}-{random_suffix(6)}",
@@ -132,7 +150,7 @@ async def login(body: LoginRequest, session: Session, state: State, response: Re
     secure = state.settings.cookie_secure
     response.set_cookie(TOKEN_COOKIE, token, max_age=lifetime, httponly=True, samesite="lax", secure=secure)
     response.set_cookie("userId", user.id, max_age=lifetime, httponly=True, samesite="lax", secure=secure)
-    view = user_view(user)
+    view = await user_view(session, user)
     return LoginResponse(**view.model_dump(), token=token, expire=unix_seconds(expires))
 
 
@@ -163,12 +181,32 @@ async def list_users(
     email: Annotated[str | None, Query(max_length=254, description="Exact email")] = None,
     workspace_id: Annotated[str | None, Query(alias="workspaceId", max_length=63)] = None,
 ) -> ListResponse[UserView]:
-    """Users the caller may see, oldest first."""
-    users = [u for u in await db.list_users(session, name=name, email=email) if can_see(caller, u)]
+    """Users the caller may see, oldest first; `workspaceId` keeps the users who may use that
+    workspace (granted, managers, everyone for a default one, admins), shown to anyone who may use it."""
+    users = await db.list_users(session, name=name, email=email)
     if workspace_id:
-        users = [u for u in users if workspace_id in u.workspaces or ROLE_SYSTEM_ADMIN in u.roles]
+        workspace = await workspace_db.get_workspace(session, workspace_id=workspace_id)
+        if workspace is None:
+            raise not_found("Workspace", workspace_id)
+        members = [u for u in users if _uses(workspace, u)]
+        users = members if caller.is_admin or _uses(workspace, caller.user) else []
+    else:
+        shared = set(
+            await workspace_db.accessible_ids(session, user_id=caller.id, granted=caller.user.workspaces)
+        )
+        users = [u for u in users if can_see(caller, u, shared)]
     items = users[page.offset : page.offset + page.limit]
-    return ListResponse[UserView](total_count=len(users), items=[user_view(u) for u in items])
+    return ListResponse[UserView](total_count=len(users), items=[await user_view(session, u) for u in items])
+
+
+def _uses(workspace: Workspace, user: User) -> bool:
+    """Whether `user` may use `workspace`."""
+    return (
+        ROLE_SYSTEM_ADMIN in user.roles
+        or workspace.is_default
+        or workspace.id in user.workspaces
+        or user.id in workspace.manager_ids
+    )
 
 
 async def _visible_user(session: Session, caller: Caller, user_id: str) -> User:
@@ -181,7 +219,7 @@ async def _visible_user(session: Session, caller: Caller, user_id: str) -> User:
 @router.get("/users/{name}", response_model=UserView, summary="Get a user by id, or `self`")
 async def get_user(name: str, caller: CurrentUser, session: Session) -> UserView:
     """`self` is the caller. Users the caller may not see are reported missing."""
-    return user_view(await _visible_user(session, caller, name))
+    return await user_view(session, await _visible_user(session, caller, name))
 
 
 @router.patch("/users/{UserId}", response_model=None)
@@ -191,12 +229,32 @@ async def update_user(
     caller: CurrentUser,
     session: Session,
 ) -> None:
-    """Owners change their password, email and avatar; admins also roles, workspaces, restriction."""
-    user = await _visible_user(session, caller, UserId)
+    """Owners change their password, email and avatar; admins also roles, workspaces, restriction.
+    Workspace managers grant and revoke access: they may change `workspaces` when they manage
+    every workspace added or removed."""
+    managed = set(await workspace_db.managed_by(session, user_id=caller.id))
+    grant_only = body.model_fields_set <= {"workspaces"} and body.workspaces is not None and bool(managed)
+    if grant_only and not caller.is_admin and UserId != "self":
+        user = await db.get_user(session, user_id=UserId)  # managers grant to users outside their workspaces
+        if user is None:
+            raise NotFound("User", UserId)
+    else:
+        user = await _visible_user(session, caller, UserId)
+    if body.workspaces is not None:
+        await _check_workspaces(session, list(body.workspaces))
     if not caller.is_admin:
-        if body.roles is not None or body.workspaces is not None or body.restricted_type is not None:
-            raise Forbidden("only a system administrator may change roles, workspaces or restrictedType")
-        if user.id != caller.id:
+        if body.roles is not None or body.restricted_type is not None:
+            raise Forbidden("only a system administrator may change roles or restrictedType")
+        if body.workspaces is not None:
+            changed = set(body.workspaces) ^ set(user.workspaces)
+            if not changed <= managed:
+                others = ", ".join(sorted(changed - managed))
+                raise Forbidden(
+                    f"only a manager of workspace {others} (or an administrator) may grant or revoke it"
+                )
+        elif user.id != caller.id:
+            raise Forbidden("The user is not allowed to update user")
+        if user.id != caller.id and body.model_fields_set - {"workspaces"}:
             raise Forbidden("The user is not allowed to update user")
     if body.roles is not None:
         roles = normalize_roles(list(body.roles))
