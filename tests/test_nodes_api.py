@@ -30,6 +30,7 @@ from tests.fixtures.nodes import (
     wait_for_node,
 )
 from tests.fixtures.sshd import SSHFarm, SSHHost, next_addresses, sshd_farm
+from tests.fixtures.workspaces import add_workspace
 
 NODES = "/api/v1/nodes"
 
@@ -209,6 +210,7 @@ async def test_list_filters_brief_paging_and_visibility(
     assert (await api.get(f"{NODES}/{ready}", headers=alice)).status_code == 404
     async with refs.state.sessions() as session, session.begin():
         await session.execute(update(Node).where(Node.id == ready).values(workspace_id="team-a"))
+    await add_workspace(refs.state.sessions, "team-a")
     await admin_sets_workspaces(api, admin, "alice", ["team-a"])
     assert await ids(alice) == (1, [ready])
     assert await ids(alice, workspaceId="team-a") == (1, [ready])

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.conftest import ADMIN_PASSWORD, Platform, login, register
 from tests.fixtures.histories import replay_and_keep
+from tests.fixtures.workspaces import add_workspace
 from workflows.user_cleanup import UserCleanupWorkflow
 
 
@@ -81,8 +82,9 @@ async def test_duplicate_name_conflicts(api: httpx.AsyncClient) -> None:
 
 
 async def test_admin_only_fields_on_registration(
-    api: httpx.AsyncClient, admin: dict[str, str], alice: dict[str, str]
+    api: httpx.AsyncClient, admin: dict[str, str], alice: dict[str, str], platform: Platform
 ) -> None:
+    await add_workspace(platform.state.sessions, "ws-a")
     body = {"name": "dave", "password": "password-123", "workspaces": ["ws-a"]}
     resp = await api.post("/api/v1/users", json=body)
     assert resp.status_code == 403
@@ -95,8 +97,13 @@ async def test_admin_only_fields_on_registration(
 
 
 async def test_visibility_and_404_for_others(
-    api: httpx.AsyncClient, admin: dict[str, str], alice: dict[str, str], bob: dict[str, str]
+    api: httpx.AsyncClient,
+    admin: dict[str, str],
+    alice: dict[str, str],
+    bob: dict[str, str],
+    platform: Platform,
 ) -> None:
+    await add_workspace(platform.state.sessions, "team")
     bob_id = (await api.get("/api/v1/users/self", headers=bob)).json()["id"]
     resp = await api.get(f"/api/v1/users/{bob_id}", headers=alice)
     assert resp.status_code == 404

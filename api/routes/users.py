@@ -70,14 +70,6 @@ async def user_view(session: Session, user: User) -> UserView:
     )
 
 
-def can_see(caller: Caller, user: User, shared: set[str] | None = None) -> bool:
-    """Admins see everyone; others see themselves and members of their workspaces (`shared`:
-    the workspaces the caller may use, when known; else the caller's grants)."""
-    if caller.is_admin or caller.id == user.id:
-        return True
-    return bool((shared if shared is not None else set(caller.user.workspaces)) & set(user.workspaces))
-
-
 async def _check_workspaces(session: Session, ids: list[str]) -> None:
     """404 naming the first workspace id that does not exist."""
     known = await workspace_db.existing_ids(session, ids)
@@ -182,38 +174,44 @@ async def list_users(
     workspace_id: Annotated[str | None, Query(alias="workspaceId", max_length=63)] = None,
 ) -> ListResponse[UserView]:
     """Users the caller may see, oldest first; `workspaceId` keeps the users who may use that
-    workspace (granted, managers, everyone for a default one, admins), shown to anyone who may use it."""
+    workspace (granted, managers, everyone for a default one), shown to admins and its members."""
     users = await db.list_users(session, name=name, email=email)
     if workspace_id:
         workspace = await workspace_db.get_workspace(session, workspace_id=workspace_id)
         if workspace is None:
             raise not_found("Workspace", workspace_id)
         members = [u for u in users if _uses(workspace, u)]
-        users = members if caller.is_admin or _uses(workspace, caller.user) else []
+        allowed = caller.is_admin or _uses(workspace, caller.user)
+        users = members if allowed else []
     else:
-        shared = set(
-            await workspace_db.accessible_ids(session, user_id=caller.id, granted=caller.user.workspaces)
-        )
-        users = [u for u in users if can_see(caller, u, shared)]
+        users = [u for u in users if await _shares_workspace(session, caller, u)]
     items = users[page.offset : page.offset + page.limit]
     return ListResponse[UserView](total_count=len(users), items=[await user_view(session, u) for u in items])
 
 
 def _uses(workspace: Workspace, user: User) -> bool:
-    """Whether `user` may use `workspace`."""
-    return (
-        ROLE_SYSTEM_ADMIN in user.roles
-        or workspace.is_default
-        or workspace.id in user.workspaces
-        or user.id in workspace.manager_ids
+    """Whether `user` is a member of `workspace`: granted, manager, or everyone for a default one.
+    Admins use every workspace without being members."""
+    return ROLE_SYSTEM_ADMIN not in user.roles and (
+        workspace.is_default or workspace.id in user.workspaces or user.id in workspace.manager_ids
     )
 
 
 async def _visible_user(session: Session, caller: Caller, user_id: str) -> User:
     user = caller.user if user_id == "self" else await db.get_user(session, user_id=user_id)
-    if user is None or not can_see(caller, user):
+    if user is None or not await _shares_workspace(session, caller, user):
         raise NotFound("User", user_id)
     return user
+
+
+async def _shares_workspace(session: Session, caller: Caller, user: User) -> bool:
+    """Admins see everyone; others themselves and the users of a workspace they may use too
+    (granted, managed or default, on both sides)."""
+    if caller.is_admin or caller.id == user.id:
+        return True
+    mine = await workspace_db.accessible_ids(session, user_id=caller.id, granted=caller.user.workspaces)
+    theirs = await workspace_db.accessible_ids(session, user_id=user.id, granted=user.workspaces)
+    return bool(set(mine) & set(theirs))
 
 
 @router.get("/users/{name}", response_model=UserView, summary="Get a user by id, or `self`")
@@ -240,8 +238,6 @@ async def update_user(
             raise NotFound("User", UserId)
     else:
         user = await _visible_user(session, caller, UserId)
-    if body.workspaces is not None:
-        await _check_workspaces(session, list(body.workspaces))
     if not caller.is_admin:
         if body.roles is not None or body.restricted_type is not None:
             raise Forbidden("only a system administrator may change roles or restrictedType")
@@ -256,6 +252,8 @@ async def update_user(
             raise Forbidden("The user is not allowed to update user")
         if user.id != caller.id and body.model_fields_set - {"workspaces"}:
             raise Forbidden("The user is not allowed to update user")
+    if body.workspaces is not None:
+        await _check_workspaces(session, list(body.workspaces))
     if body.roles is not None:
         roles = normalize_roles(list(body.roles))
         if ROLE_SYSTEM_ADMIN in user.roles and ROLE_SYSTEM_ADMIN not in roles:
@@ -294,7 +292,7 @@ async def delete_user(
     """System admins only. Tokens are revoked at once; a workflow removes keys, tokens and the record."""
     if not caller.is_admin:
         user = await db.get_user(session, user_id=UserId)
-        if user is None or not can_see(caller, user):
+        if user is None or not await _shares_workspace(session, caller, user):
             raise NotFound("User", UserId)
         raise Forbidden("System administrator privileges are required")
     user = await db.get_user(session, user_id=UserId, include_deleting=True)
