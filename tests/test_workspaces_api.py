@@ -9,6 +9,7 @@ drives those workflows end to end over sshd.
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from typing import Any
 
@@ -66,17 +67,21 @@ async def add_cluster(platform: Platform, cluster_id: str, phase: str = "Ready")
         )
 
 
+NODE_IPS = (f"10.{n // 62500}.{n // 250 % 250}.{n % 250 + 1}" for n in itertools.count())
+"""Distinct private IPs for the node rows of every test (the column is unique)."""
+
+
 async def add_nodes(platform: Platform, cluster_id: str, flavor: str, count: int, prefix: str) -> list[str]:
     """Onboarded Ready nodes bound to the cluster, as the node and cluster workflows leave them."""
     now = utcnow()
     ids = [f"{prefix}-{i}" for i in range(count)]
     async with platform.state.sessions() as session, session.begin():
-        for i, node_id in enumerate(ids):
+        for node_id in ids:
             session.add(
                 Node(
                     id=node_id,
                     node_name=node_id,
-                    private_ip=f"10.{abs(hash(prefix)) % 250}.{i // 250}.{i % 250 + 1}",
+                    private_ip=next(NODE_IPS),
                     flavor_id=flavor,
                     template_id="bare",
                     ssh_secret_id="ssh-key",
