@@ -9,6 +9,7 @@ from db.node_flavors import NodeFlavor
 from db.node_templates import NodeTemplate
 from db.nodes import Node, NodeHold
 from db.public_keys import PublicKey
+from db.scheduling import QueueEntry
 from db.secrets import Secret
 from db.users import User, UserToken
 from db.workspaces import Workspace, WorkspaceImageSecret, WorkspaceManager
@@ -26,6 +27,7 @@ __all__ = [
     "NodeTemplate",
     "OperationLog",
     "PublicKey",
+    "QueueEntry",
     "RegistryStats",
     "Secret",
     "User",

@@ -1,0 +1,148 @@
+"""The one writer of the workspace queues: enqueue, withdraw, and a cycle's decision.
+
+Every statement is guarded by the state it expects, so a retried cycle (its worker killed after
+the commit) re-decides over what was committed and admits nothing twice, and an entry withdrawn
+meanwhile is never admitted. A decision is written in a handful of bulk statements however many
+workloads it touches. The caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import cast
+
+from sqlalchemy import Table, and_, bindparam, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.scheduling import QueueEntry
+from domain import scheduler as s
+from domain.scheduling import ADMITTED, QUEUED, Notice, Placement, QueueRequest, placement_json, placements
+
+
+async def enqueue(session: AsyncSession, *, request: QueueRequest, now: datetime) -> bool:
+    """Queue a workload; False when it already has an entry (a retry, or queued already)."""
+    dialect = session.get_bind().dialect.name
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert(QueueEntry)
+    statement = (
+        insert.values(
+            workload_id=request.workload_id,
+            workspace_id=request.workspace_id,
+            user_id=request.user_id,
+            state=QUEUED,
+            priority=request.priority,
+            submitted_at=now,
+            request=request.request,
+            replicas=request.replicas,
+            specified_nodes=request.specified_nodes,
+            required_labels=request.required_labels,
+            tolerate_all=request.tolerate_all,
+            failed_over=request.failed_over,
+            waiting=request.waiting[:1024],
+            placement=[],
+            position=0,
+            reason="",
+            notified=True,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["workload_id"])
+        .returning(QueueEntry.workload_id)
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+async def withdraw(session: AsyncSession, *, workload_id: str) -> bool:
+    """The workload ended or was stopped: its entry (and what it held) is gone."""
+    result = await session.execute(delete(QueueEntry).where(QueueEntry.workload_id == workload_id))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def apply_decision(
+    session: AsyncSession, *, workspace_id: str, decision: s.Decision, now: datetime
+) -> None:
+    """Write one cycle's outcome: evictions back to the queue, admissions with their placements
+    (only of entries still queued), and every pending entry's position and reason."""
+    mine = QueueEntry.workspace_id == workspace_id
+    table = cast(Table, QueueEntry.__table__)  # Core statements: executemany with one set of values per row
+    columns = table.c
+    if decision.evicted:
+        await session.execute(
+            update(QueueEntry)
+            .where(mine, QueueEntry.workload_id.in_(decision.evicted), QueueEntry.state == ADMITTED)
+            .values(
+                state=QUEUED,
+                placement=[],
+                admitted_at=None,
+                notified=False,
+                reason="preempted by a higher-priority workload",
+                updated_at=now,
+            )
+        )
+    if decision.admissions:
+        await session.execute(
+            update(table)
+            .where(
+                columns.workspace_id == workspace_id,
+                columns.workload_id == bindparam("wid"),
+                columns.state == QUEUED,
+            )
+            .values(
+                state=ADMITTED,
+                placement=bindparam("pods"),
+                position=0,
+                reason="",
+                admitted_at=now,
+                notified=False,
+                updated_at=now,
+            ),
+            [{"wid": a.workload_id, "pods": placement_json(placements(a.pods))} for a in decision.admissions],
+        )
+    if decision.pending:
+        await session.execute(
+            update(table)
+            .where(
+                columns.workspace_id == workspace_id,
+                columns.workload_id == bindparam("wid"),
+                columns.state == QUEUED,
+            )
+            .values(position=bindparam("pos"), reason=bindparam("why"), updated_at=now),
+            [{"wid": p.workload_id, "pos": p.position, "why": p.reason[:1024]} for p in decision.pending],
+        )
+
+
+async def unnotified(session: AsyncSession, *, workspace_id: str) -> list[Notice]:
+    """Admissions and evictions whose workflows have not been told yet (including those of an
+    earlier attempt whose worker died after committing)."""
+    rows = await session.execute(
+        select(QueueEntry)
+        .where(QueueEntry.workspace_id == workspace_id, QueueEntry.notified.is_(False))
+        .order_by(QueueEntry.workload_id)
+        # The rows were loaded before this transaction's bulk updates: read them afresh.
+        .execution_options(populate_existing=True)
+    )
+    return [
+        Notice(
+            workload_id=e.workload_id,
+            admitted=e.state == ADMITTED,
+            placements=[Placement.model_validate(p) for p in e.placement],
+        )
+        for e in rows.scalars()
+    ]
+
+
+async def mark_notified(session: AsyncSession, *, notices: Sequence[Notice], now: datetime) -> None:
+    """The workflows of these notices were told (a notice is cleared only for the state it told)."""
+    for admitted in (True, False):
+        ids = [n.workload_id for n in notices if n.admitted == admitted]
+        if ids:
+            await session.execute(
+                update(QueueEntry)
+                .where(
+                    and_(
+                        QueueEntry.workload_id.in_(ids),
+                        QueueEntry.state == (ADMITTED if admitted else QUEUED),
+                    )
+                )
+                .values(notified=True, updated_at=now)
+            )

@@ -1,0 +1,160 @@
+"""The workspace queues: one row per workload waiting for admission or admitted.
+
+Rows are written only through `db.queue_status` (enqueue and withdraw by the workload's
+activities, decisions by the scheduler's cycle activity); the API reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Integer, String, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from db.base import Base, UTCDateTime
+from db.node_flavors import NodeFlavor
+from db.nodes import Node
+from domain import nodes as node_rules
+from domain import scheduler as s
+from domain.node_flavors import FlavorSpec, ReservePercents, available_resources
+from domain.scheduling import ADMITTED, Placement, QueueRow
+
+
+@dataclass(frozen=True)
+class NodeUse:
+    """What one admitted workload holds on a node."""
+
+    workload_id: str
+    user_id: str
+    workspace_id: str
+    resources: dict[str, int]
+
+
+class QueueEntry(Base):
+    """A workload in its workspace's queue (state `Queued`) or holding resources (`Admitted`)."""
+
+    __tablename__ = "workload_queue"
+
+    workload_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(String(63), index=True)
+    user_id: Mapped[str] = mapped_column(String(80), default="")
+    state: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    request: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    """Per pod, in base units."""
+    replicas: Mapped[int] = mapped_column(Integer, default=1)
+    specified_nodes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    required_labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    tolerate_all: Mapped[bool] = mapped_column(Boolean, default=False)
+    failed_over: Mapped[bool] = mapped_column(Boolean, default=False)
+    waiting: Mapped[str] = mapped_column(String(1024), default="")
+    placement: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    """1-based queue position while Queued (`schedulerOrder`); 0 before the first cycle."""
+    reason: Mapped[str] = mapped_column(String(1024), default="")
+    """Why it is still queued, as the last cycle found."""
+    admitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+    notified: Mapped[bool] = mapped_column(Boolean, default=True)
+    """False while the workload's workflow has not been told of its admission or eviction."""
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    def row(self) -> QueueRow:
+        """The entry as the snapshot builder reads it."""
+        return QueueRow(
+            workload_id=self.workload_id,
+            state=self.state,
+            priority=self.priority,
+            submitted_at=self.submitted_at,
+            request=dict(self.request),
+            replicas=self.replicas,
+            specified_nodes=list(self.specified_nodes),
+            required_labels=dict(self.required_labels),
+            tolerate_all=self.tolerate_all,
+            failed_over=self.failed_over,
+            waiting=self.waiting,
+            placement=[Placement.model_validate(p) for p in self.placement],
+        )
+
+
+async def entries_of(session: AsyncSession, *, workspace_id: str) -> Sequence[QueueEntry]:
+    """Every entry of the workspace, queued ones in queue position order."""
+    query = (
+        select(QueueEntry)
+        .where(QueueEntry.workspace_id == workspace_id)
+        .order_by(QueueEntry.state, QueueEntry.position, QueueEntry.workload_id)
+    )
+    return (await session.execute(query)).scalars().all()
+
+
+async def get_entry(session: AsyncSession, *, workload_id: str) -> QueueEntry | None:
+    """The queue entry of a workload, if it has one."""
+    return await session.get(QueueEntry, workload_id)
+
+
+def scheduler_node(node: Node, flavor: NodeFlavor | None, reserve: ReservePercents) -> s.Node:
+    """A bound node as the decision sees it: allocatable after the reserve, availability apart
+    from taints (judged per workload), and its taints."""
+    available, _ = node_rules.availability(
+        phase=node.phase,
+        step=node.step,
+        facts_problem=node.facts_problem,
+        addons_installed=node.is_addons_installed,
+        taints=[],
+        holds=node.hold_list(),
+    )
+    allocatable = available_resources(FlavorSpec.model_validate(flavor.spec), reserve) if flavor else {}
+    taints = tuple(
+        s.Taint(key=t.get("key", ""), value=t.get("value", ""), effect=t.get("effect", "NoSchedule"))
+        for t in node.taints
+    )
+    return s.Node(
+        id=node.id,
+        allocatable=dict(allocatable),
+        labels=dict(node.labels),
+        taints=taints,
+        available=available and flavor is not None and node.deleting_at is None,
+    )
+
+
+async def scheduler_nodes(
+    session: AsyncSession, *, workspace_id: str, reserve: ReservePercents
+) -> list[s.Node]:
+    """The nodes serving the workspace, as the decision sees them."""
+    nodes = (await session.execute(select(Node).where(Node.workspace_id == workspace_id))).scalars().all()
+    flavor_ids = sorted({n.flavor_id for n in nodes})
+    flavors = {
+        f.id: f
+        for f in (await session.execute(select(NodeFlavor).where(NodeFlavor.id.in_(flavor_ids)))).scalars()
+    }
+    return [scheduler_node(n, flavors.get(n.flavor_id), reserve) for n in nodes]
+
+
+async def usage_on_nodes(session: AsyncSession, nodes: Sequence[Node]) -> dict[str, list[NodeUse]]:
+    """Node id -> what each admitted workload holds there (for node views)."""
+    wanted = {n.id for n in nodes}
+    workspaces = sorted({n.workspace_id for n in nodes if n.workspace_id})
+    if not workspaces:
+        return {}
+    rows = await session.execute(
+        select(QueueEntry)
+        .where(QueueEntry.workspace_id.in_(workspaces), QueueEntry.state == ADMITTED)
+        .order_by(QueueEntry.workload_id)
+    )
+    usage: dict[str, list[NodeUse]] = {}
+    for entry in rows.scalars():
+        for pod in entry.placement:
+            if pod.get("node_id") in wanted:
+                usage.setdefault(pod["node_id"], []).append(
+                    NodeUse(
+                        workload_id=entry.workload_id,
+                        user_id=entry.user_id,
+                        workspace_id=entry.workspace_id,
+                        resources=dict(pod.get("resources", {})),
+                    )
+                )
+    return usage
