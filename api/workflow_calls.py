@@ -25,6 +25,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from domain.errors import Conflict, InternalError
 from domain.failures import Failure
+from domain.scheduling import CHANGED_SIGNAL, SchedulerInput, scheduler_workflow_id
+from workflows.workspace_scheduler import WorkspaceSchedulerWorkflow, search_attributes
 
 ANSWER_TIMEOUT = timedelta(seconds=30)
 """How long a request waits for the worker's answer before giving up."""
@@ -79,3 +81,20 @@ async def update_running(handle: WorkflowHandle[Any, Any], update: Any, arg: Any
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise Conflict(not_running) from exc
         raise
+
+
+async def tell_scheduler(
+    client: Client, *, workspace_id: str, reason: str, task_queue: str, period_seconds: int
+) -> None:
+    """Signal `workspace-scheduler/<id>` that its queue or capacity changed, starting it if it does
+    not run (signal-with-start: one scheduler per workspace, whoever comes first)."""
+    await client.start_workflow(
+        WorkspaceSchedulerWorkflow.run,
+        SchedulerInput(workspace_id=workspace_id, period_seconds=period_seconds),
+        id=scheduler_workflow_id(workspace_id),
+        task_queue=task_queue,
+        start_signal=CHANGED_SIGNAL,
+        start_signal_args=[reason],
+        search_attributes=search_attributes(workspace_id),
+        static_summary=f"Scheduler of workspace {workspace_id}",
+    )

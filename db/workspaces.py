@@ -18,7 +18,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db.base import Base, UTCDateTime
 from db.nodes import Node
+from db.scheduling import entries_of
 from db.secrets import Secret
+from domain.scheduling import ADMITTED
 from domain.workloads import WorkspaceVolume
 
 
@@ -199,21 +201,22 @@ async def free_nodes(session: AsyncSession, *, cluster_id: str, flavor_id: str) 
 
 
 async def active_workloads(session: AsyncSession, *, workspace_id: str) -> list[str]:
-    """Ids of the workspace's workloads that are pending or running (a workspace with any cannot
-    be deleted).
-
-    Workloads do not exist yet: this returns [] until the workloads work fills it in.
-    """
-    return []
+    """Ids of the workspace's workloads that are queued or admitted (a workspace with any cannot
+    be deleted)."""
+    return [e.workload_id for e in await entries_of(session, workspace_id=workspace_id)]
 
 
 async def pods_on_node(session: AsyncSession, *, node_id: str) -> list[str]:
-    """Ids of the workloads with a running pod on the node (such a node leaves its workspace only
-    with `force`).
-
-    Workloads do not exist yet: this returns [] until the workloads work fills it in.
-    """
-    return []
+    """Ids of the admitted workloads with a pod on the node (such a node leaves its workspace only
+    with `force`)."""
+    node = await session.get(Node, node_id)
+    if node is None or not node.workspace_id:
+        return []
+    return sorted(
+        e.workload_id
+        for e in await entries_of(session, workspace_id=node.workspace_id)
+        if e.state == ADMITTED and any(p.get("node_id") == node_id for p in e.placement)
+    )
 
 
 async def delete_workspace(session: AsyncSession, *, workspace_id: str) -> bool:

@@ -16,6 +16,7 @@ from db.urls import async_url as async_url  # re-exported: the URL helpers live 
 from db.urls import sync_url as sync_url
 from domain.clusters import ClusterTimings
 from domain.config import ClusterConfig, ImageConfig, InternalRegistry, NodeConfig, SSHConfig
+from domain.node_flavors import ReservePercents
 from domain.nodes import NodeTimings
 
 
@@ -92,6 +93,8 @@ class Settings(BaseSettings):
     """How often the `system/registry-stats` schedule checks the internal registry."""
 
     node_probe_interval_seconds: int = 300
+    scheduler_period_seconds: int = 30
+    """A workspace's scheduler runs a cycle at least this often, signals or not."""
     """How often the `system/node-probe` schedule checks every node's SSH reachability."""
     node_probe_concurrency: int = 50
     ssh_connect_timeout_seconds: float = 10.0
@@ -176,6 +179,14 @@ class Settings(BaseSettings):
             blob_timeout_seconds=self.images_blob_timeout_seconds,
             heartbeat_timeout_seconds=self.images_heartbeat_timeout_seconds,
             progress_interval_seconds=self.images_progress_interval_seconds,
+        )
+
+    def reserve_percents(self) -> ReservePercents:
+        """The share of each node kept from workloads (scheduler and node views)."""
+        return ReservePercents(
+            cpu=self.cpu_reserve_percent,
+            memory=self.memory_reserve_percent,
+            ephemeral_storage=self.ephemeral_storage_reserve_percent,
         )
 
     def node_timings(self) -> NodeTimings:

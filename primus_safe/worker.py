@@ -25,6 +25,7 @@ from activities.cluster import ClusterActivities
 from activities.image_import import ImageImportActivities, ImportProgressActivities
 from activities.images import ImageActivities
 from activities.node import NodeActivities
+from activities.scheduler import SchedulerActivities
 from activities.users import UserActivities
 from activities.workspace import WorkspaceActivities
 from db.encryption import SecretBox
@@ -44,6 +45,7 @@ from workflows.token_purge import SCHEDULE_ID as TOKEN_PURGE_SCHEDULE
 from workflows.token_purge import TokenPurgeWorkflow
 from workflows.user_cleanup import UserCleanupWorkflow
 from workflows.workspace import WorkspaceWorkflow
+from workflows.workspace_scheduler import WorkspaceSchedulerWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ CONTROL_WORKFLOWS: list[type] = [
     ClusterWorkflow,
     NodeManageWorkflow,
     WorkspaceWorkflow,
+    WorkspaceSchedulerWorkflow,
 ]
 
 
@@ -67,6 +70,7 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
     nodes = NodeActivities(sessions, SecretBox(settings.encryption_key()), settings.node_config)
     clusters = ClusterActivities(sessions, SecretBox(settings.encryption_key()), settings.cluster_config)
     workspaces = WorkspaceActivities(sessions, SecretBox(settings.encryption_key()))
+    scheduler = SchedulerActivities(sessions, settings.reserve_percents)
     control = Worker(
         client,
         task_queue=settings.queues.control,
@@ -94,6 +98,10 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
             workspaces.begin_delete,
             workspaces.remove,
             ImportProgressActivities(sessions).record_external_progress,
+            scheduler.cycle,
+            scheduler.mark_notified,
+            scheduler.enqueue,
+            scheduler.withdraw,
         ],
     )
     ssh = Worker(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -19,6 +20,7 @@ from api.schemas.nodes import (
     NodeDetail,
     NodeItem,
     NodeLogs,
+    NodeWorkloadRef,
     TaintView,
     UpdateNodeRequest,
     WorkspaceRef,
@@ -29,11 +31,12 @@ from db import workspaces as workspace_db
 from db.node_flavors import NodeFlavor
 from db.node_templates import NodeTemplate
 from db.nodes import Node
+from db.scheduling import NodeUse, usage_on_nodes
 from db.secrets import Secret
 from domain import nodes as rules
 from domain.errors import Conflict, Forbidden, Invalid, NotFound, not_found
 from domain.logs import LogResource, format_line
-from domain.node_flavors import FlavorSpec, ReservePercents, available_resources, total_resources
+from domain.node_flavors import FlavorSpec, available_resources, total_resources
 from domain.timefmt import format_time, utcnow
 from workflows.common import PHASE, RESOURCE_ID, RESOURCE_TYPE, USER
 from workflows.node import NodeWorkflow, NodeWorkflowInput, workflow_id
@@ -47,17 +50,17 @@ INSERT_ATTEMPTS = 6
 # --- views ---------------------------------------------------------------------------------------
 
 
-def _resources(state: State, flavor: NodeFlavor | None) -> tuple[dict[str, int], dict[str, int]]:
+def _resources(
+    state: State, flavor: NodeFlavor | None, uses: Sequence[NodeUse] = ()
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Total resources, and what is left after the system reserve and the admitted workloads."""
     if flavor is None:
         return {}, {}
     spec = FlavorSpec.model_validate(flavor.spec)
-    reserve = ReservePercents(
-        cpu=state.settings.cpu_reserve_percent,
-        memory=state.settings.memory_reserve_percent,
-        ephemeral_storage=state.settings.ephemeral_storage_reserve_percent,
-    )
-    # No workload runs on nodes yet, so nothing is subtracted beyond the system reserve.
-    return total_resources(spec), available_resources(spec, reserve)
+    avail = available_resources(spec, state.settings.reserve_percents())
+    for use in uses:
+        avail = {name: amount - use.resources.get(name, 0) for name, amount in avail.items()}
+    return total_resources(spec), avail
 
 
 def _available(node: Node) -> tuple[bool, str]:
@@ -74,9 +77,16 @@ def _available(node: Node) -> tuple[bool, str]:
     return available, reason
 
 
-def node_item(state: State, node: Node, flavor: NodeFlavor | None, workspace_name: str = "") -> NodeItem:
-    """The full list view of a node (`workspace_name`: the display name of its workspace)."""
-    total, avail = _resources(state, flavor)
+def node_item(
+    state: State,
+    node: Node,
+    flavor: NodeFlavor | None,
+    workspace_name: str = "",
+    uses: Sequence[NodeUse] = (),
+) -> NodeItem:
+    """The full list view of a node (`workspace_name`: the display name of its workspace; `uses`:
+    what admitted workloads hold on it)."""
+    total, avail = _resources(state, flavor, uses)
     available, message = _available(node)
     return NodeItem(
         node_id=node.id,
@@ -90,16 +100,24 @@ def node_item(state: State, node: Node, flavor: NodeFlavor | None, workspace_nam
         total_resources=total,
         avail_resources=avail,
         creation_time=format_time(node.created_at),
-        workloads=[],
+        workloads=[
+            NodeWorkloadRef(id=u.workload_id, user_id=u.user_id, workspace_id=u.workspace_id) for u in uses
+        ],
         is_control_plane=node.is_control_plane,
         is_addons_installed=node.is_addons_installed,
     )
 
 
-def node_detail(state: State, node: Node, flavor: NodeFlavor | None, workspace_name: str = "") -> NodeDetail:
+def node_detail(
+    state: State,
+    node: Node,
+    flavor: NodeFlavor | None,
+    workspace_name: str = "",
+    uses: Sequence[NodeUse] = (),
+) -> NodeDetail:
     """One node with its spec; taint keys shown without the system prefix."""
     return NodeDetail(
-        **dict(node_item(state, node, flavor, workspace_name)),
+        **dict(node_item(state, node, flavor, workspace_name, uses)),
         flavor_id=node.flavor_id,
         template_id=node.template_id,
         taints=[
@@ -320,9 +338,13 @@ async def list_nodes(
         )
     flavors = {f: await session.get(NodeFlavor, f) for f in {n.flavor_id for n in page}}
     names = await workspace_db.names(session, sorted({n.workspace_id for n in page if n.workspace_id}))
+    usage = await usage_on_nodes(session, page)
     return ListResponse[NodeItem](
         total_count=len(nodes),
-        items=[node_item(state, n, flavors[n.flavor_id], names.get(n.workspace_id, "")) for n in page],
+        items=[
+            node_item(state, n, flavors[n.flavor_id], names.get(n.workspace_id, ""), usage.get(n.id, ()))
+            for n in page
+        ],
     )
 
 
@@ -331,8 +353,13 @@ async def get_node(NodeId: str, caller: CurrentUser, session: Session, state: St
     """One node; nodes outside the caller's workspaces are reported missing."""
     node = await _visible(session, caller, NodeId)
     names = await workspace_db.names(session, [node.workspace_id] if node.workspace_id else [])
+    usage = await usage_on_nodes(session, [node])
     return node_detail(
-        state, node, await session.get(NodeFlavor, node.flavor_id), names.get(node.workspace_id, "")
+        state,
+        node,
+        await session.get(NodeFlavor, node.flavor_id),
+        names.get(node.workspace_id, ""),
+        usage.get(node.id, ()),
     )
 
 

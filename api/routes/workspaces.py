@@ -15,6 +15,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 
 from api.deps import Admin, Caller, CurrentUser, Session, State
 from api.schemas.common import ERROR_RESPONSES, ListResponse
+from api.schemas.workspace_queue import QueuedItem, WorkspaceQueue
 from api.schemas.workspaces import (
     CreateWorkspaceRequest,
     CreateWorkspaceResponse,
@@ -26,12 +27,13 @@ from api.schemas.workspaces import (
     WorkspaceItem,
     WorkspaceNodesRequest,
 )
-from api.workflow_calls import AlreadyRunning, update_running, update_with_start
+from api.workflow_calls import AlreadyRunning, tell_scheduler, update_running, update_with_start
 from db import clusters as cluster_db
 from db import nodes as node_db
 from db import workspaces as db
 from db.node_flavors import NodeFlavor
 from db.nodes import Node
+from db.scheduling import entries_of, scheduler_nodes
 from db.secrets import Secret
 from db.users import User
 from db.workspaces import Workspace, WorkspaceImageSecret, WorkspaceManager
@@ -39,6 +41,7 @@ from domain import workspaces as rules
 from domain.clusters import READY as CLUSTER_READY
 from domain.errors import Conflict, Forbidden, Invalid, NotFound, not_found
 from domain.node_flavors import FlavorSpec, total_resources
+from domain.scheduling import ADMITTED, QUEUED, free_resources
 from domain.timefmt import format_time, utcnow
 from domain.workloads import WorkspaceVolume
 from workflows.common import CLUSTER, PHASE, RESOURCE_ID, RESOURCE_TYPE, USER, WORKSPACE
@@ -87,12 +90,16 @@ def _flavor_resources(flavor: NodeFlavor | None) -> dict[str, int]:
     return total_resources(FlavorSpec.model_validate(flavor.spec)) if flavor is not None else {}
 
 
-def admitted_pods(workspace: Workspace) -> list[rules.AdmittedPod]:
-    """The pods of the workspace's admitted workloads with their placement and request.
-
-    Workloads do not exist yet: this returns [] until the scheduler's admissions are stored (the
-    quota arithmetic already takes them)."""
-    return []
+async def admitted_pods(session: Session, workspace: Workspace) -> list[rules.AdmittedPod]:
+    """The pods of the workspace's admitted workloads with their placement and request."""
+    return [
+        rules.AdmittedPod(
+            workload_id=e.workload_id, node_id=pod["node_id"], request=dict(pod.get("resources", {}))
+        )
+        for e in await entries_of(session, workspace_id=workspace.id)
+        if e.state == ADMITTED
+        for pod in e.placement
+    ]
 
 
 async def _quota(session: Session, workspace: Workspace) -> rules.WorkspaceQuota:
@@ -104,7 +111,7 @@ async def _quota(session: Session, workspace: Workspace) -> rules.WorkspaceQuota
         rules.BoundNode(node_id=n.id, resources=flavors[n.flavor_id], available=n.availability()[0])
         for n in nodes
     ]
-    return rules.quota(workspace.replica, bound, admitted_pods(workspace))
+    return rules.quota(workspace.replica, bound, await admitted_pods(session, workspace))
 
 
 async def _managers(session: Session, workspace: Workspace) -> list[ManagerRef]:
@@ -276,6 +283,18 @@ async def _change_nodes(state: State, workspace: Workspace, change: rules.NodesC
     return changed
 
 
+async def _tell_scheduler(state: State, workspace_id: str, reason: str) -> None:
+    """The queue's capacity or rules changed: `workspace-scheduler/<id>` runs a cycle (and
+    starts, with the workspace's first change)."""
+    await tell_scheduler(
+        state.temporal,
+        workspace_id=workspace_id,
+        reason=reason,
+        task_queue=state.settings.queues.control,
+        period_seconds=state.settings.scheduler_period_seconds,
+    )
+
+
 async def _reconfigure(state: State, workspace: Workspace) -> None:
     handle = state.temporal.get_workflow_handle(rules.workspace_workflow_id(workspace.id))
     await handle.signal(WorkspaceWorkflow.reconfigure)
@@ -350,6 +369,7 @@ async def create_workspace(
     except BaseException:
         await _undo_create(session, workspace_id)
         raise
+    await _tell_scheduler(state, workspace_id, "workspace created")
     return CreateWorkspaceResponse(workspace_id=workspace_id)
 
 
@@ -438,6 +458,7 @@ async def update_workspace(
     await session.commit()
     if reconfigure:
         await _reconfigure(state, workspace)
+    await _tell_scheduler(state, workspace.id, "workspace changed")
 
 
 @router.delete("/workspaces/{WorkspaceId}", response_model=None, summary="Delete a workspace (managers)")
@@ -504,3 +525,47 @@ async def manage_workspace_nodes(
         workspace_id=workspace.id, action=body.action, node_ids=list(body.node_ids), force=body.force
     )
     await _change_nodes(state, workspace, change)
+    await _tell_scheduler(state, workspace.id, f"nodes {body.action}")
+
+
+@router.get(
+    "/workspaces/{WorkspaceId}/queue",
+    response_model=WorkspaceQueue,
+    summary="The workspace's pending workloads in order, with position and reason",
+)
+async def get_queue(WorkspaceId: str, caller: CurrentUser, session: Session, state: State) -> WorkspaceQueue:
+    """Pending workloads in queue order (failed-over, priority, submit time), each with its
+    position and the exact reason it waits, and the workspace's free resources."""
+    workspace, _ = await _visible(session, caller, WorkspaceId)
+    entries = await entries_of(session, workspace_id=workspace.id)
+    nodes = await scheduler_nodes(
+        session, workspace_id=workspace.id, reserve=state.settings.reserve_percents()
+    )
+    usable = {n.id: n.allocatable for n in nodes if n.available}
+    queued = sorted(
+        (e for e in entries if e.state == QUEUED),
+        key=lambda e: (e.position == 0, e.position, e.submitted_at, e.workload_id),
+    )
+    items = [
+        QueuedItem(
+            workload_id=e.workload_id,
+            position=e.position,
+            scheduler_order=e.position,
+            queue_position=e.position,
+            priority=e.priority,
+            replica=e.replicas,
+            request=dict(e.request),
+            reason=e.reason or "waiting for the scheduler's next cycle",
+            submitted_at=format_time(e.submitted_at),
+        )
+        for e in queued
+    ]
+    return WorkspaceQueue(
+        workspace_id=workspace.id,
+        queue_policy=workspace.queue_policy,
+        enable_preempt=workspace.enable_preempt,
+        free_resources=free_resources(usable, [e.row() for e in entries]),
+        admitted_count=len(entries) - len(queued),
+        total_count=len(items),
+        items=items,
+    )

@@ -1,0 +1,78 @@
+"""Scheduler activities: one cycle over a workspace's queue, enqueue and withdraw for workloads.
+
+A cycle loads the snapshot (the workspace's queue settings, its nodes with their allocatable
+resources, availability and taints, and its queue entries), runs the pure `decide`, and writes
+the decision in one transaction through `db.queue_status`. It returns every admission or
+eviction whose workflow has not been told yet, so a cycle retried after its worker died tells
+them too, and nothing is admitted twice (entries already admitted are running in the snapshot).
+"""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from db import queue_status
+from db.scheduling import entries_of, scheduler_nodes
+from db.session import SessionFactory
+from db.workspaces import Workspace
+from domain import scheduler as s
+from domain.config import Source, current
+from domain.node_flavors import ReservePercents
+from domain.scheduling import CycleResult, Notice, QueueRequest, snapshot
+from domain.timefmt import utcnow
+
+
+class SchedulerActivities:
+    """Cycles and queue entries; `reserve` is read at each cycle (settings may change)."""
+
+    def __init__(self, sessions: SessionFactory, reserve: Source[ReservePercents]) -> None:
+        self._sessions = sessions
+        self._reserve = reserve
+
+    @activity.defn(name="scheduler.cycle")
+    async def cycle(self, workspace_id: str) -> CycleResult:
+        """Decide over the workspace's queue and record the decision; `gone` once it is deleted."""
+        async with self._sessions() as session, session.begin():
+            workspace = await session.get(Workspace, workspace_id, populate_existing=True)
+            if workspace is None:
+                return CycleResult(gone=True)
+            nodes = await scheduler_nodes(session, workspace_id=workspace_id, reserve=current(self._reserve))
+            entries = await entries_of(session, workspace_id=workspace_id)
+            policy: s.QueuePolicy = "balance" if workspace.queue_policy == "balance" else "fifo"
+            decision = s.decide(
+                snapshot(
+                    s.Workspace(
+                        id=workspace_id, queue_policy=policy, enable_preempt=workspace.enable_preempt
+                    ),
+                    nodes,
+                    [e.row() for e in entries],
+                )
+            )
+            await queue_status.apply_decision(
+                session, workspace_id=workspace_id, decision=decision, now=utcnow()
+            )
+            notices = await queue_status.unnotified(session, workspace_id=workspace_id)
+        return CycleResult(
+            notices=notices,
+            admitted=len(decision.admissions),
+            evicted=len(decision.evicted),
+            pending=len(decision.pending),
+        )
+
+    @activity.defn(name="scheduler.mark_notified")
+    async def mark_notified(self, notices: list[Notice]) -> None:
+        """The workflows of these admissions and evictions were told."""
+        async with self._sessions() as session, session.begin():
+            await queue_status.mark_notified(session, notices=notices, now=utcnow())
+
+    @activity.defn(name="scheduler.enqueue")
+    async def enqueue(self, request: QueueRequest) -> bool:
+        """Queue a workload (idempotent: False when it already has an entry)."""
+        async with self._sessions() as session, session.begin():
+            return await queue_status.enqueue(session, request=request, now=utcnow())
+
+    @activity.defn(name="scheduler.withdraw")
+    async def withdraw(self, workload_id: str) -> bool:
+        """Remove a workload's entry (it ended or was stopped), freeing what it held."""
+        async with self._sessions() as session, session.begin():
+            return await queue_status.withdraw(session, workload_id=workload_id)
