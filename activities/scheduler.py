@@ -12,13 +12,13 @@ from __future__ import annotations
 from temporalio import activity
 
 from db import queue_status
-from db.scheduling import entries_of, scheduler_nodes
+from db.scheduling import queue_state, scheduler_nodes
 from db.session import SessionFactory
 from db.workspaces import Workspace
 from domain import scheduler as s
 from domain.config import Source, current
 from domain.node_flavors import ReservePercents
-from domain.scheduling import CycleResult, Notice, QueueRequest, snapshot
+from domain.scheduling import CycleResult, Notice, QueueRequest
 from domain.timefmt import utcnow
 
 
@@ -37,19 +37,16 @@ class SchedulerActivities:
             if workspace is None:
                 return CycleResult(gone=True)
             nodes = await scheduler_nodes(session, workspace_id=workspace_id, reserve=current(self._reserve))
-            entries = await entries_of(session, workspace_id=workspace_id)
+            queue = await queue_state(session, workspace_id=workspace_id)
             policy: s.QueuePolicy = "balance" if workspace.queue_policy == "balance" else "fifo"
-            decision = s.decide(
-                snapshot(
-                    s.Workspace(
-                        id=workspace_id, queue_policy=policy, enable_preempt=workspace.enable_preempt
-                    ),
-                    nodes,
-                    [e.row() for e in entries],
-                )
+            settings = s.Workspace(
+                id=workspace_id, queue_policy=policy, enable_preempt=workspace.enable_preempt
             )
-            await queue_status.apply_decision(
-                session, workspace_id=workspace_id, decision=decision, now=utcnow()
+            decision = s.decide(
+                s.Snapshot(workspace=settings, nodes=nodes, queued=queue.queued, running=queue.running)
+            )
+            written = await queue_status.apply_decision(
+                session, workspace_id=workspace_id, decision=decision, now=utcnow(), shown=queue.shown
             )
             notices = await queue_status.unnotified(session, workspace_id=workspace_id)
         return CycleResult(
@@ -57,6 +54,7 @@ class SchedulerActivities:
             admitted=len(decision.admissions),
             evicted=len(decision.evicted),
             pending=len(decision.pending),
+            written=written,
         )
 
     @activity.defn(name="scheduler.mark_notified")

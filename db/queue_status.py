@@ -8,7 +8,7 @@ workloads it touches. The caller owns the transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import cast
 
@@ -59,10 +59,16 @@ async def withdraw(session: AsyncSession, *, workload_id: str) -> bool:
 
 
 async def apply_decision(
-    session: AsyncSession, *, workspace_id: str, decision: s.Decision, now: datetime
-) -> None:
+    session: AsyncSession,
+    *,
+    workspace_id: str,
+    decision: s.Decision,
+    now: datetime,
+    shown: Mapping[str, tuple[int, str]] | None = None,
+) -> int:
     """Write one cycle's outcome: evictions back to the queue, admissions with their placements
-    (only of entries still queued), and every pending entry's position and reason."""
+    (only of entries still queued), and each pending entry's position and reason where it differs
+    from `shown` (what is stored; None: write them all). Returns how many rows were written."""
     mine = QueueEntry.workspace_id == workspace_id
     table = cast(Table, QueueEntry.__table__)  # Core statements: executemany with one set of values per row
     columns = table.c
@@ -98,7 +104,12 @@ async def apply_decision(
             ),
             [{"wid": a.workload_id, "pods": placement_json(placements(a.pods))} for a in decision.admissions],
         )
-    if decision.pending:
+    changed = [
+        p
+        for p in decision.pending
+        if shown is None or shown.get(p.workload_id) != (p.position, p.reason[:1024])
+    ]
+    if changed:
         await session.execute(
             update(table)
             .where(
@@ -107,8 +118,9 @@ async def apply_decision(
                 columns.state == QUEUED,
             )
             .values(position=bindparam("pos"), reason=bindparam("why"), updated_at=now),
-            [{"wid": p.workload_id, "pos": p.position, "why": p.reason[:1024]} for p in decision.pending],
+            [{"wid": p.workload_id, "pos": p.position, "why": p.reason[:1024]} for p in changed],
         )
+    return len(decision.evicted) + len(decision.admissions) + len(changed)
 
 
 async def unnotified(session: AsyncSession, *, workspace_id: str) -> list[Notice]:

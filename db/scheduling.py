@@ -6,12 +6,14 @@ activities, decisions by the scheduler's cycle activity); the API reads them.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Integer, String, select
+from sqlalchemy import JSON, Boolean, Integer, String, Text, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -158,3 +160,82 @@ async def usage_on_nodes(session: AsyncSession, nodes: Sequence[Node]) -> dict[s
                     )
                 )
     return usage
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """A workspace's queue as a cycle needs it: the decision's inputs, and the positions and
+    reasons now stored (so only changed ones are written back)."""
+
+    queued: list[s.QueuedWorkload]
+    running: list[s.RunningWorkload]
+    shown: dict[str, tuple[int, str]]
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> Any:
+    return json.loads(text)
+
+
+def _json(value: Any) -> Any:
+    """A JSON column read as text (SQLite) is parsed once per distinct value: queues repeat a few
+    request shapes thousands of times, and the decision only reads them. Drivers that decode JSON
+    themselves (asyncpg) hand over the value."""
+    return _parse(value) if isinstance(value, str) else value
+
+
+async def queue_state(session: AsyncSession, *, workspace_id: str) -> QueueState:
+    """The workspace's queue rows, read without ORM objects and with each distinct JSON value
+    parsed once (a cycle reads every row)."""
+    c = QueueEntry.__table__.c
+    rows = await session.execute(
+        select(
+            c.workload_id,
+            c.state,
+            c.priority,
+            c.submitted_at,
+            type_coerce(c.request, Text).label("request"),
+            c.replicas,
+            type_coerce(c.specified_nodes, Text).label("specified_nodes"),
+            type_coerce(c.required_labels, Text).label("required_labels"),
+            c.tolerate_all,
+            c.failed_over,
+            c.waiting,
+            type_coerce(c.placement, Text).label("placement"),
+            c.position,
+            c.reason,
+        )
+        .where(c.workspace_id == workspace_id)
+        .order_by(c.workload_id)
+    )
+    queued: list[s.QueuedWorkload] = []
+    running: list[s.RunningWorkload] = []
+    shown: dict[str, tuple[int, str]] = {}
+    for r in rows:
+        if r.state == ADMITTED:
+            pods = tuple(
+                s.PodPlacement(
+                    node_id=p["node_id"], resources=p.get("resources", {}), gpus=tuple(p.get("gpus", ()))
+                )
+                for p in _json(r.placement)
+            )
+            running.append(
+                s.RunningWorkload(id=r.workload_id, priority=r.priority, submitted=r.submitted_at, pods=pods)
+            )
+            continue
+        shown[r.workload_id] = (r.position, r.reason)
+        queued.append(
+            s.QueuedWorkload(
+                id=r.workload_id,
+                submitted=r.submitted_at,
+                request=_json(r.request) or {},
+                replicas=r.replicas,
+                priority=r.priority,
+                failed_over=r.failed_over,
+                specified_nodes=tuple(_json(r.specified_nodes) or ()),
+                required_labels=_json(r.required_labels) or {},
+                tolerate_all=r.tolerate_all,
+                waiting=r.waiting,
+            )
+        )
+    return QueueState(queued=queued, running=running, shown=shown)

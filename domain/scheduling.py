@@ -78,6 +78,8 @@ class CycleResult(BaseModel):
     admitted: int = 0
     evicted: int = 0
     pending: int = 0
+    written: int = 0
+    """Rows the cycle wrote (unchanged positions and reasons are not written again)."""
     gone: bool = False
 
 
@@ -96,46 +98,6 @@ class QueueRow(BaseModel):
     failed_over: bool = False
     waiting: str = ""
     placement: list[Placement] = Field(default_factory=list)
-
-
-def queued_workload(row: QueueRow) -> s.QueuedWorkload:
-    """A queued entry as the decision sees it."""
-    return s.QueuedWorkload(
-        id=row.workload_id,
-        submitted=row.submitted_at,
-        request=dict(row.request),
-        replicas=row.replicas,
-        priority=row.priority,
-        failed_over=row.failed_over,
-        specified_nodes=tuple(row.specified_nodes),
-        required_labels=dict(row.required_labels),
-        tolerate_all=row.tolerate_all,
-        waiting=row.waiting,
-    )
-
-
-def running_workload(row: QueueRow) -> s.RunningWorkload:
-    """An admitted entry as the decision sees it (holding its placements)."""
-    return s.RunningWorkload(
-        id=row.workload_id,
-        priority=row.priority,
-        submitted=row.submitted_at,
-        pods=tuple(
-            s.PodPlacement(node_id=p.node_id, resources=dict(p.resources), gpus=tuple(p.gpus))
-            for p in row.placement
-        ),
-    )
-
-
-def snapshot(workspace: s.Workspace, nodes: Sequence[s.Node], rows: Sequence[QueueRow]) -> s.Snapshot:
-    """The decision's input from the workspace's nodes and stored queue entries."""
-    ordered = sorted(rows, key=lambda r: r.workload_id)
-    return s.Snapshot(
-        workspace=workspace,
-        nodes=sorted(nodes, key=lambda n: n.id),
-        queued=[queued_workload(r) for r in ordered if r.state == QUEUED],
-        running=[running_workload(r) for r in ordered if r.state == ADMITTED],
-    )
 
 
 def placements(pods: Sequence[s.PodPlacement]) -> list[Placement]:
