@@ -274,6 +274,9 @@ async def test_preemption_evicts_the_lower_priority_workload_back_to_the_queue(
     assert stored["low"].placement == [] and stored["low"].admitted_at is None
     body = await queue(api, admin, workspace_id, lambda b: reasons(b).get("low", (0, ""))[0] == 1)
     assert body["admittedCount"] == 1 and GPU in reasons(body)["low"][1]
+    await until(lambda: _all_notified(platform, workspace_id))
+    handle = platform.state.temporal.get_workflow_handle(scheduler_workflow_id(workspace_id))
+    await replay_and_keep(handle, [WorkspaceSchedulerWorkflow], "workspace-scheduler-preemption")
 
 
 async def test_a_retried_cycle_admits_nothing_twice_and_still_tells(

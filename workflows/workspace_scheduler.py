@@ -11,6 +11,7 @@ Temporal suggests it, carrying a pending signal over, and ends when the workspac
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -107,8 +108,10 @@ class WorkspaceSchedulerWorkflow:
                 workflow.continue_as_new(params.model_copy(update={"changed": self._changed}))
 
     async def _notify(self, notices: list[Notice], params: SchedulerInput) -> None:
-        """Tell each workload's workflow; one that does not exist (yet, or any more) is skipped."""
-        for notice in notices:
+        """Tell each workload's workflow, all at once (one workflow task however many were
+        admitted); one that does not exist (yet, or any more) is skipped."""
+
+        async def tell(notice: Notice) -> None:
             handle = workflow.get_external_workflow_handle(workload_workflow_id(notice.workload_id))
             try:
                 if notice.admitted:
@@ -117,6 +120,8 @@ class WorkspaceSchedulerWorkflow:
                     await handle.signal(EVICTED_SIGNAL, "preempted by a higher-priority workload")
             except Exception:
                 workflow.logger.info("no workflow for workload %s to tell", notice.workload_id)
+
+        await asyncio.gather(*(tell(n) for n in notices))
         await workflow.execute_activity_method(
             SchedulerActivities.mark_notified,
             notices,
