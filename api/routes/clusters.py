@@ -6,6 +6,7 @@ answers the requests wait for: no route writes a status."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 from typing import Annotated
 
@@ -48,6 +49,9 @@ from workflows.cluster import ClusterWorkflow, NodeManageWorkflow
 from workflows.common import CLUSTER, PHASE, RESOURCE_ID, RESOURCE_TYPE, USER
 
 router = APIRouter(tags=["clusters"], responses=ERROR_RESPONSES)
+
+PREVIOUS_RUN_WAIT = 10.0
+"""Seconds a join or leave waits for the node's previous node-manage run to complete."""
 
 
 # --- views ---------------------------------------------------------------------------------------
@@ -357,24 +361,34 @@ async def _start_node_workflows(
             ssh_queue=state.settings.queues.ssh,
             timings=state.settings.cluster_timings(),
         )
-        start = WithStartWorkflowOperation(
-            NodeManageWorkflow.run,
-            params,
-            id=rules.node_manage_workflow_id(node_id),
-            task_queue=state.settings.queues.control,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            search_attributes=_attributes(
-                "node-manage",
-                node_id,
-                cluster.id,
-                rules.MANAGING if action == "add" else rules.UNMANAGING,
-                user,
-            ),
-        )
-        try:
-            await update_with_start(state.temporal, NodeManageWorkflow.begin, params, start)
-        except AlreadyRunning as exc:
-            raise Conflict(f"the node({node_id}) is already joining or leaving a cluster") from exc
+        workflow_id = rules.node_manage_workflow_id(node_id)
+        for attempt in range(2):
+            start = WithStartWorkflowOperation(
+                NodeManageWorkflow.run,
+                params,
+                id=workflow_id,
+                task_queue=state.settings.queues.control,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                search_attributes=_attributes(
+                    "node-manage",
+                    node_id,
+                    cluster.id,
+                    rules.MANAGING if action == "add" else rules.UNMANAGING,
+                    user,
+                ),
+            )
+            try:
+                await update_with_start(state.temporal, NodeManageWorkflow.begin, params, start)
+                return
+            except AlreadyRunning as exc:
+                if attempt:
+                    raise Conflict(f"the node({node_id}) is already joining or leaving a cluster") from exc
+            # The node is not joining or leaving (checked above), so its last run has recorded
+            # its outcome and is only completing: wait for that, then start the new one.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    state.temporal.get_workflow_handle(workflow_id).result(), PREVIOUS_RUN_WAIT
+                )
 
     outcomes = await asyncio.gather(*(begin(n) for n in node_ids), return_exceptions=True)
     failures = [o for o in outcomes if isinstance(o, BaseException)]
