@@ -26,15 +26,15 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, CancelledError
 from temporalio.workflow import ActivityCancellationType
 
-from workflows.common import DB_RETRY, enter_phase, failure_message
+from workflows.common import enter_phase, failure_message, record, refused, run_guarded
 
 with workflow.unsafe.imports_passed_through():
     from activities.cluster import ClusterActivities
     from domain import clusters as rules
-    from domain.failures import FINAL_PROVISION, Failure
+    from domain.failures import FINAL_PROVISION
 
 CLAIM_PATCH = "claim-nodes-in-workflow"
 """Histories from before this patch had the API bind the nodes (and mark them Managing)."""
@@ -67,26 +67,6 @@ async def _on_nodes(
     )
 
 
-async def _record(method: Callable[[ClusterActivities, Any], Awaitable[Any]], arg: Any) -> Any:
-    """A short database activity on the workflow's own (control) queue."""
-    return await workflow.execute_activity_method(
-        method, arg, start_to_close_timeout=timedelta(seconds=30), retry_policy=DB_RETRY
-    )
-
-
-async def _refusal(step: Awaitable[Any]) -> str:
-    """Run a guarded-transition activity: "" when it applied, else why it was refused."""
-    try:
-        await step
-    except ActivityError as err:
-        return failure_message(err)[1]
-    return ""
-
-
-def _refused(message: str) -> ApplicationError:
-    return ApplicationError(message, type=Failure.CONFLICT, non_retryable=True)
-
-
 @workflow.defn(name="Cluster")
 class ClusterWorkflow:
     """Creates one cluster and, when asked, tears it down."""
@@ -112,12 +92,14 @@ class ClusterWorkflow:
         when one was taken meanwhile, and the cluster record is then discarded."""
         refusal = await self._claiming(cluster_id)
         if refusal:
-            raise _refused(refusal)
+            raise refused(refusal)
 
     def _claiming(self, cluster_id: str) -> asyncio.Task[str]:
         """The one claim of this run, started by the update or, failing that, by the run."""
         if self._claim is None:
-            self._claim = asyncio.ensure_future(_refusal(_record(ClusterActivities.claim_nodes, cluster_id)))
+            self._claim = asyncio.ensure_future(
+                run_guarded(record(ClusterActivities.claim_nodes, cluster_id))
+            )
         return self._claim
 
     def _enter(self, step: str) -> None:
@@ -164,7 +146,7 @@ class ClusterWorkflow:
         await self._finish(params.cluster_id, rules.READY, "")
 
     async def _finish(self, cluster_id: str, phase: str, message: str) -> None:
-        await _record(
+        await record(
             ClusterActivities.finish, rules.ClusterFinish(cluster_id=cluster_id, phase=phase, message=message)
         )
         self._enter(phase)
@@ -172,7 +154,7 @@ class ClusterWorkflow:
     async def _teardown(self, params: rules.ClusterWorkflowInput) -> bool:
         """Reset, unbind and remove; False (cluster left Failed) when the reset fails."""
         self._enter(rules.DELETING)
-        was = await _record(ClusterActivities.begin_delete, params.cluster_id)
+        was = await record(ClusterActivities.begin_delete, params.cluster_id)
         self._enter("Resetting")
         try:
             await _on_nodes(ClusterActivities.reset, params.cluster_id, params.timings, params.ssh_queue)
@@ -183,10 +165,10 @@ class ClusterWorkflow:
                 note = rules.ClusterNote(
                     cluster_id=params.cluster_id, line=f"reset skipped: {reason}", level="WARN"
                 )
-                await _record(ClusterActivities.note, note)
+                await record(ClusterActivities.note, note)
                 return await self._remove(params.cluster_id)
             message = f"reset failed: {reason}; delete the cluster again to retry"
-            await _record(
+            await record(
                 ClusterActivities.abort_delete,
                 rules.ClusterFinish(cluster_id=params.cluster_id, phase=rules.FAILED, message=message),
             )
@@ -196,7 +178,7 @@ class ClusterWorkflow:
 
     async def _remove(self, cluster_id: str) -> bool:
         self._enter("RemovingRecord")
-        await _record(ClusterActivities.remove, cluster_id)
+        await record(ClusterActivities.remove, cluster_id)
         self._enter("Deleted")
         return True
 
@@ -220,13 +202,13 @@ class NodeManageWorkflow:
         when the node is not in a state to join or leave."""
         refusal = await self._beginning(params)
         if refusal:
-            raise _refused(refusal)
+            raise refused(refusal)
 
     def _beginning(self, params: rules.NodeManageInput) -> asyncio.Task[str]:
         """The one start of this run, by the update or, failing that, by the run."""
         if self._begin is None:
             self._begin = asyncio.ensure_future(
-                _refusal(_record(ClusterActivities.begin_node_manage, params))
+                run_guarded(record(ClusterActivities.begin_node_manage, params))
             )
         return self._begin
 
@@ -248,7 +230,7 @@ class NodeManageWorkflow:
             await _on_nodes(ClusterActivities.manage_node, params, params.timings, params.ssh_queue)
         except ActivityError as err:
             ok, message = False, failure_message(err)[1]
-        await _record(
+        await record(
             ClusterActivities.node_finish,
             rules.NodeManageFinish(
                 node_id=params.node_id,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
@@ -10,6 +12,9 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from domain.failures import NON_RETRYABLE as FINAL_FAILURES
+    from domain.failures import Failure
+
+FINAL_FAILURES_CONFLICT = Failure.CONFLICT
 
 RESOURCE_TYPE = SearchAttributeKey.for_keyword("PrimusResourceType")
 RESOURCE_ID = SearchAttributeKey.for_keyword("PrimusResourceId")
@@ -44,3 +49,24 @@ def failure_message(err: BaseException) -> tuple[str, str]:
 def enter_phase(phase: str) -> None:
     """Show `phase` as the workflow's PrimusPhase search attribute (the Temporal UI filters on it)."""
     workflow.upsert_search_attributes([PHASE.value_set(phase)])
+
+
+async def record(method: Any, arg: Any) -> Any:
+    """A short database activity on the workflow's own (control) queue."""
+    return await workflow.execute_activity_method(
+        method, arg, start_to_close_timeout=timedelta(seconds=30), retry_policy=DB_RETRY
+    )
+
+
+async def run_guarded(step: Awaitable[Any]) -> str:
+    """Run a guarded-transition activity: "" when it applied, else why it was refused."""
+    try:
+        await step
+    except ActivityError as err:
+        return failure_message(err)[1]
+    return ""
+
+
+def refused(message: str) -> ApplicationError:
+    """The error an Update handler raises to refuse a request (the API answers 409 with it)."""
+    return ApplicationError(message, type=FINAL_FAILURES_CONFLICT, non_retryable=True)

@@ -21,23 +21,16 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
-from workflows.common import DB_RETRY, enter_phase, failure_message
+from workflows.common import enter_phase, failure_message, record, refused
 
 with workflow.unsafe.imports_passed_through():
     from activities.workspace import WorkspaceActivities
     from domain import workspaces as rules
-    from domain.failures import NON_RETRYABLE, Failure
+    from domain.failures import NON_RETRYABLE
 
 REFUSED = "Refused"
-
-
-async def _record(method: Any, arg: Any) -> Any:
-    """A short database activity on the workflow's own (control) queue."""
-    return await workflow.execute_activity_method(
-        method, arg, start_to_close_timeout=timedelta(seconds=30), retry_policy=DB_RETRY
-    )
 
 
 async def _on_cluster(method: Any, arg: Any, params: rules.WorkspaceWorkflowInput) -> Any:
@@ -55,10 +48,6 @@ async def _on_cluster(method: Any, arg: Any, params: rules.WorkspaceWorkflowInpu
             non_retryable_error_types=list(NON_RETRYABLE),
         ),
     )
-
-
-def _refused(message: str) -> ApplicationError:
-    return ApplicationError(message, type=Failure.CONFLICT, non_retryable=True)
 
 
 @workflow.defn(name="Workspace")
@@ -93,7 +82,7 @@ class WorkspaceWorkflow:
         there are too few free nodes, and the record is then discarded."""
         refusal = await self._claiming(workspace_id)
         if refusal:
-            raise _refused(refusal)
+            raise refused(refusal)
 
     def _claiming(self, workspace_id: str) -> asyncio.Task[str]:
         if self._claim is None:
@@ -102,7 +91,7 @@ class WorkspaceWorkflow:
 
     async def _claim_nodes(self, workspace_id: str) -> str:
         try:
-            await _record(WorkspaceActivities.claim_nodes, workspace_id)
+            await record(WorkspaceActivities.claim_nodes, workspace_id)
         except ActivityError as err:
             return failure_message(err)[1]
         return ""
@@ -111,12 +100,12 @@ class WorkspaceWorkflow:
     async def nodes(self, change: rules.NodesChange) -> rules.NodesChanged:
         """Add or remove nodes, all or none; refused (Conflict) with the reason."""
         if self._deleting:
-            raise _refused(f"the workspace {change.workspace_id} is being deleted")
+            raise refused(f"the workspace {change.workspace_id} is being deleted")
         async with self._lock:
             try:
-                changed: rules.NodesChanged = await _record(WorkspaceActivities.change_nodes, change)
+                changed: rules.NodesChanged = await record(WorkspaceActivities.change_nodes, change)
             except ActivityError as err:
-                raise _refused(failure_message(err)[1]) from err
+                raise refused(failure_message(err)[1]) from err
         return changed
 
     def _enter(self, step: str) -> None:
@@ -134,7 +123,7 @@ class WorkspaceWorkflow:
             if not self._deleting:
                 self._enter(rules.CREATING)
                 if await self._prepare(params):
-                    await _record(WorkspaceActivities.finish, params.workspace_id)
+                    await record(WorkspaceActivities.finish, params.workspace_id)
                     self._enter(rules.RUNNING)
         while True:
             await workflow.wait_condition(
@@ -150,7 +139,7 @@ class WorkspaceWorkflow:
                 self._reconfigure = False
                 if await self._prepare(params):
                     # a creation whose namespace failed before ends here once it succeeds
-                    await _record(WorkspaceActivities.finish, params.workspace_id)
+                    await record(WorkspaceActivities.finish, params.workspace_id)
                     self._enter(rules.RUNNING)
                 continue
             await workflow.wait_condition(workflow.all_handlers_finished)
@@ -163,13 +152,13 @@ class WorkspaceWorkflow:
             await _on_cluster(WorkspaceActivities.prepare_namespace, params.workspace_id, params)
         except ActivityError as err:
             message = f"preparing the namespace failed: {failure_message(err)[1]}"
-            await _record(
+            await record(
                 WorkspaceActivities.note,
                 rules.WorkspaceNote(workspace_id=params.workspace_id, message=message),
             )
             self._enter("NamespaceFailed")
             return False
-        await _record(
+        await record(
             WorkspaceActivities.note, rules.WorkspaceNote(workspace_id=params.workspace_id, message="")
         )
         return True
@@ -178,7 +167,7 @@ class WorkspaceWorkflow:
         """Deleting, namespace removed, nodes unbound, record removed. False (the reason recorded,
         the workspace left Deleting) when the namespace cannot be removed: deleting again retries."""
         self._enter(rules.DELETING)
-        await _record(WorkspaceActivities.begin_delete, params.workspace_id)
+        await record(WorkspaceActivities.begin_delete, params.workspace_id)
         self._enter("RemovingNamespace")
         async with self._lock:
             try:
@@ -186,10 +175,10 @@ class WorkspaceWorkflow:
             except ActivityError as err:
                 message = f"removing the namespace failed: {failure_message(err)[1]}; delete again to retry"
                 note = rules.WorkspaceNote(workspace_id=params.workspace_id, message=message)
-                await _record(WorkspaceActivities.note, note)
+                await record(WorkspaceActivities.note, note)
                 self._enter("NamespaceFailed")
                 return False
             self._enter("RemovingRecord")
-            await _record(WorkspaceActivities.remove, params.workspace_id)
+            await record(WorkspaceActivities.remove, params.workspace_id)
         self._enter("Deleted")
         return True
