@@ -12,6 +12,7 @@ from db.public_keys import PublicKey
 from db.scheduling import QueueEntry
 from db.secrets import Secret
 from db.users import User, UserToken
+from db.workloads import Workload, WorkloadDependency
 from db.workspaces import Workspace, WorkspaceImageSecret, WorkspaceManager
 
 __all__ = [
@@ -32,6 +33,8 @@ __all__ = [
     "Secret",
     "User",
     "UserToken",
+    "Workload",
+    "WorkloadDependency",
     "Workspace",
     "WorkspaceImageSecret",
     "WorkspaceManager",

@@ -142,6 +142,14 @@ class WorkspaceVolume(_Camel):
         return f"pfs-{self.id}"
 
 
+class PodAssignment(_Camel):
+    """Where the scheduler put one pod: its node and the GPU device indices it holds there."""
+
+    node: str
+    """The node id (the Kubernetes node name; the host's name for the host driver)."""
+    gpus: list[int] = Field(default_factory=list)
+
+
 class WorkloadDispatch(_Camel):
     """Everything an execution driver needs to run one dispatch of a workload."""
 
@@ -162,6 +170,10 @@ class WorkloadDispatch(_Camel):
     priority_class: str = ""
     """The PriorityClass name, or "" to leave it unset."""
     user_name: str = ""
+    assignments: list[PodAssignment] = Field(default_factory=list)
+    """One per pod in rank order (PyTorchJob: master first), as the scheduler placed them. The
+    driver runs each pod there and never places pods by itself; empty only for callers outside
+    the scheduler (ops jobs pinned by `specifiedNodes`)."""
 
     @property
     def kind(self) -> WorkloadKind:
