@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from domain.errors import NotFound
-from domain.workloads import WorkloadDispatch
+from domain.workloads import PodAssignment, WorkloadDispatch
 from drivers.execution import DriverError
 from drivers.host import HostDriver, HostNode
 from drivers.ssh import SSHTarget
@@ -32,6 +32,7 @@ from tests.execution_contract import (
 from tests.fixtures.sshd import SSHFarm, sshd_farm
 
 SSH_PORT = 16449  # inside this module's port range, so parallel sshd tests never collide
+RENDEZVOUS_PORT = 16452
 
 
 class ProcessController:
@@ -176,6 +177,100 @@ def test_pytorchjob_pods_get_rank_world_size_and_master(
         assert pods[pod].exit_codes == {"pytorch": 0}
     ssh_driver.delete("ws-env", dispatch.workload_id, "PyTorchJob")
     assert ssh_driver.list_pods("ws-env", dispatch.workload_id) == []
+
+
+def _succeeded(driver: HostDriver, dispatch: WorkloadDispatch, count: int) -> bool:
+    pods = driver.list_pods(dispatch.namespace, dispatch.workload_id)
+    return len(pods) == count and all(p.phase == "Succeeded" for p in pods)
+
+
+def test_assigned_pods_run_where_the_scheduler_put_them_with_their_gpus(
+    ssh_driver: HostDriver, ssh_nodes: list[HostNode]
+) -> None:
+    script = (
+        'echo "RANK=$RANK MASTER_ADDR=$MASTER_ADDR CUDA=$CUDA_VISIBLE_DEVICES HIP=$HIP_VISIBLE_DEVICES '
+        'GPUS_PER_NODE=$GPUS_PER_NODE LOCAL_WORLD_SIZE=$LOCAL_WORLD_SIZE"'
+    )
+    dispatch = make_dispatch("ws-assign", replica=2, script=script, env={"LOCAL_WORLD_SIZE": "1"})
+    dispatch.spec.resource.gpu = "2"
+    # Reverse order: the master on host-1, the worker on host-0 (round-robin would do the opposite).
+    assignments = [PodAssignment(node="host-1", gpus=[4, 5]), PodAssignment(node="host-0", gpus=[0, 1])]
+    dispatch = dispatch.model_copy(update={"assignments": assignments})
+    ssh_driver.apply(dispatch)
+    wait_for(lambda: _succeeded(ssh_driver, dispatch, 2), what="both pods to succeed")
+    pods = pods_by_name(ssh_driver, dispatch)
+    master, worker = f"{dispatch.workload_id}-master-0", f"{dispatch.workload_id}-worker-0"
+    assert (pods[master].node, pods[worker].node) == ("host-1", "host-0")
+    assert (pods[master].host_ip, pods[worker].host_ip) == (ssh_nodes[1].address, ssh_nodes[0].address)
+    for pod, rank, devices in ((master, "0", "4,5"), (worker, "1", "0,1")):
+        log = ssh_driver.read_log("ws-assign", pod)
+        assert _log_value(log, "RANK") == rank == pods[pod].rank
+        assert _log_value(log, "MASTER_ADDR") == ssh_nodes[1].address
+        assert _log_value(log, "CUDA") == devices
+        assert _log_value(log, "HIP") == devices
+        assert _log_value(log, "GPUS_PER_NODE") == "2"
+        assert _log_value(log, "LOCAL_WORLD_SIZE") == "1"  # the workload's own env wins
+    ssh_driver.delete("ws-assign", dispatch.workload_id, "PyTorchJob")
+
+
+def test_a_bad_assignment_is_a_driver_error_and_starts_nothing(ssh_driver: HostDriver) -> None:
+    dispatch = make_dispatch("ws-bad", replica=2, script="sleep 300")
+    unknown = dispatch.model_copy(
+        update={"assignments": [PodAssignment(node="host-0"), PodAssignment(node="nope")]}
+    )
+    with pytest.raises(DriverError, match="unknown nodes: nope"):
+        ssh_driver.apply(unknown)
+    assert ssh_driver.list_pods("ws-bad", dispatch.workload_id) == []
+    short = dispatch.model_copy(update={"assignments": [PodAssignment(node="host-0")]})
+    with pytest.raises(DriverError, match="1 pod assignments for the 2 pods"):
+        ssh_driver.apply(short)
+    assert ssh_driver.list_pods("ws-bad", dispatch.workload_id) == []
+
+
+RENDEZVOUS = """\
+echo "PWD=$(pwd)"
+python3 - <<'PY'
+import os, socket, time
+addr, port, rank = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), os.environ["RANK"]
+if rank == "0":
+    with socket.create_server((addr, port)) as server:
+        server.settimeout(20)
+        conn, _ = server.accept()
+        print("master got", conn.recv(64).decode(), flush=True)
+else:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            sock = socket.create_connection((addr, port), timeout=2)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    sock.sendall(f"rank-{rank}".encode())
+    print("worker sent", flush=True)
+PY
+"""
+
+
+def test_two_cpu_pods_assigned_to_one_node_both_run_and_meet(
+    ssh_driver: HostDriver, ssh_nodes: list[HostNode]
+) -> None:
+    dispatch = make_dispatch("ws-share", replica=2, script=RENDEZVOUS)
+    assignments = [PodAssignment(node="host-1"), PodAssignment(node="host-1")]
+    dispatch = dispatch.model_copy(update={"assignments": assignments, "job_port": RENDEZVOUS_PORT})
+    ssh_driver.apply(dispatch)
+    wait_for(lambda: _succeeded(ssh_driver, dispatch, 2), what="both pods to succeed")
+    pods = pods_by_name(ssh_driver, dispatch)
+    master, worker = f"{dispatch.workload_id}-master-0", f"{dispatch.workload_id}-worker-0"
+    assert {p.node for p in pods.values()} == {"host-1"}
+    logs = {pod: ssh_driver.read_log("ws-share", pod) for pod in (master, worker)}
+    assert "master got rank-1" in logs[master]  # the worker reached MASTER_ADDR:MASTER_PORT
+    assert "worker sent" in logs[worker]
+    assert _log_value(logs[master], "PWD") != _log_value(logs[worker], "PWD")
+    for pod in (master, worker):
+        assert "CUDA_VISIBLE_DEVICES" not in Path(ssh_driver.locate("ws-share", pod)[1], "env").read_text()
+    ssh_driver.delete("ws-share", dispatch.workload_id, "PyTorchJob")
 
 
 def test_stop_sends_sigterm_then_sigkill_after_the_grace_period(ssh_driver: HostDriver) -> None:

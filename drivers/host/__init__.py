@@ -5,6 +5,10 @@ local node): no containers, no image, no resource limits, no network namespace. 
 workload is ignored; its entry point runs with the node's own tools. Use it for the embedded
 single-host setup and for clusters without Kubernetes, not for untrusted workloads.
 
+Placement is the scheduler's: pod i runs on `dispatch.assignments[i].node`, and its GPU indices
+reach it as `CUDA_VISIBLE_DEVICES` / `HIP_VISIBLE_DEVICES` (a convention the program follows, not
+an enforced limit). Without assignments the hostname label, else round-robin, picks the nodes.
+
 Layout on a node: `<root>/<node>/<namespace>/<workload>/<pod>/` holds `run.sh` (the decoded entry
 point), `env`, `meta.json`, `pid` (the supervisor, leader of the pod's process group), `log`
 (stdout and stderr), `started_at`, and `finished_at` + `exit_code` once the entry point ended.

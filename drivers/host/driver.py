@@ -1,4 +1,15 @@
-"""The driver: places pods on nodes, renders their files and drives the node scripts."""
+"""The driver: puts pods where the scheduler assigned them, renders their files, drives the node scripts.
+
+Placement: with `dispatch.assignments` (the scheduler's decision) pod i runs on
+`assignments[i].node` and sees exactly its GPU indices through `CUDA_VISIBLE_DEVICES` and
+`HIP_VISIBLE_DEVICES`. Only without assignments (callers outside the scheduler) does the driver
+place pods itself: on the nodes of the hostname label, else round-robin over all nodes.
+
+Several pods of one workload may share a node (CPU-only pods do): each has its own folder (pod
+names are distinct), `MASTER_ADDR` is the master's node address and only the master listens on
+`MASTER_PORT`. There is no network namespace, so a workload whose every pod listens on one fixed
+port cannot run two pods on one node.
+"""
 
 from __future__ import annotations
 
@@ -60,6 +71,8 @@ class _PodPlan:
     name: str
     node: HostNode
     rank: int
+    gpus: tuple[int, ...] = ()
+    """The GPU device indices the scheduler assigned (empty: none assigned)."""
 
 
 class HostDriver(ExecutionDriver):
@@ -100,19 +113,36 @@ class HostDriver(ExecutionDriver):
         raise NotFound("Pod", pod)
 
     def plan(self, dispatch: WorkloadDispatch) -> list[_PodPlan]:
-        """Pod names, nodes and ranks: nodes named by the hostname label, else round-robin."""
+        """Pod names, nodes, ranks and GPUs: from the assignments, else the hostname label or round-robin."""
         replica = 1 if dispatch.kind == "Authoring" else dispatch.spec.resource.replica
         wid = dispatch.workload_id
         if dispatch.kind == "PyTorchJob":
             names = [f"{wid}-master-0"] + [f"{wid}-worker-{i}" for i in range(replica - 1)]
         else:
             names = [f"{wid}-{i}" for i in range(replica)]
+        if dispatch.assignments:
+            return self._assigned(dispatch, names)
         wanted = dispatch.spec.customer_labels.get(HOSTNAME_LABEL, "").split()
         unknown = [n for n in wanted if n not in self._by_name]
         if unknown:
             raise DriverError(f"unknown nodes: {', '.join(unknown)}")
         pool = [self._by_name[n] for n in wanted] or self.nodes
         return [_PodPlan(name=name, node=pool[i % len(pool)], rank=i) for i, name in enumerate(names)]
+
+    def _assigned(self, dispatch: WorkloadDispatch, names: Sequence[str]) -> list[_PodPlan]:
+        """Pod i on `assignments[i]`: the scheduler decided, so nothing is placed here."""
+        assignments = dispatch.assignments
+        if len(assignments) != len(names):
+            raise DriverError(
+                f"{len(assignments)} pod assignments for the {len(names)} pods of {dispatch.workload_id}"
+            )
+        unknown = list(dict.fromkeys(a.node for a in assignments if a.node not in self._by_name))
+        if unknown:
+            raise DriverError(f"unknown nodes: {', '.join(unknown)}")
+        return [
+            _PodPlan(name=name, node=self._by_name[a.node], rank=i, gpus=tuple(a.gpus))
+            for i, (name, a) in enumerate(zip(names, assignments, strict=True))
+        ]
 
     def _env(self, dispatch: WorkloadDispatch, plan: _PodPlan, master: _PodPlan, world: int) -> str:
         env: dict[str, str] = {
@@ -135,7 +165,15 @@ class HostDriver(ExecutionDriver):
                 NODE_RANK=str(plan.rank),
                 NNODES=str(world),
             )
-        if dispatch.spec.resource.gpu:
+        if plan.gpus:
+            devices = ",".join(str(index) for index in plan.gpus)
+            env.update(
+                CUDA_VISIBLE_DEVICES=devices,
+                HIP_VISIBLE_DEVICES=devices,
+                GPUS_PER_NODE=str(len(plan.gpus)),
+                LOCAL_WORLD_SIZE=str(len(plan.gpus)),
+            )
+        elif dispatch.spec.resource.gpu:
             env["GPUS_PER_NODE"] = dispatch.spec.resource.gpu
         for name, value in dispatch.spec.env.items():
             if not _ENV_NAME.match(name):
