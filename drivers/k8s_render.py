@@ -7,6 +7,20 @@ memory-backed emptyDir at /dev/shm, workspace volumes (PVC `pfs-<id>` or hostPat
 `isTolerateAll`, required node affinity for the workspace and the customer labels, and the labels
 `primus-safe.workload.id` / `primus-safe.workspace.id` / `primus-safe.workload.dispatch.count`.
 
+Placement: with `dispatch.assignments` (the platform scheduler's decision, one per pod in rank
+order) every pod template requires `kubernetes.io/hostname In [its pods' nodes]`: the Master the
+master's node, the Worker the workers' nodes, a Deployment or StatefulSet every assigned node. That
+term replaces a customer hostname label (the scheduler already honoured it) and assumes node names
+equal their hostname label, as upstream's `specifiedNodes` do. When the pods request GPUs and the
+scheduler put them on distinct nodes (its rule for GPU pods), a template pinned to several nodes
+also gets a required pod anti-affinity on the hostname against the dispatch's other pods, so each
+node runs exactly one of them. A template stands for all its replicas: which replica lands on which
+of its nodes is the kube-scheduler's choice, and CPU pods the scheduler stacked on one node are only
+kept within the set. An assignment count other than the pod count is a `DriverError`.
+
+GPU device indices (`PodAssignment.gpus`) are not expressible on Kubernetes: the device plugin
+picks a node's devices and sets the container's visible devices itself, so they are not rendered.
+
 Deviation from upstream: there is no `preprocess` init container shipping a launcher script; the
 main container decodes the base64 entry point itself (`bash -o pipefail` when bash exists).
 """
@@ -19,13 +33,20 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from domain.secrets import RegistryCredential
-from domain.workloads import WorkloadDispatch, WorkspaceVolume, decode_entry_point, main_container
+from domain.workloads import (
+    HOSTNAME_LABEL,
+    WorkloadDispatch,
+    WorkspaceVolume,
+    decode_entry_point,
+    main_container,
+)
 from drivers.execution import (
     DISPATCH_COUNT_LABEL,
     USER_NAME_ANNOTATION,
     WORKLOAD_ID_LABEL,
     WORKLOAD_KIND_LABEL,
     WORKSPACE_ID_LABEL,
+    DriverError,
 )
 
 Manifest = dict[str, Any]
@@ -153,15 +174,37 @@ def _volumes(dispatch: WorkloadDispatch) -> tuple[list[Manifest], list[Manifest]
     return volumes, mounts
 
 
-def node_affinity(dispatch: WorkloadDispatch) -> Manifest | None:
-    """Required node affinity: the workspace's nodes and every customer label (values split on spaces)."""
+def pod_count(dispatch: WorkloadDispatch) -> int:
+    """How many pods the dispatch runs (a PyTorchJob always has its Master, Authoring one pod)."""
+    if dispatch.kind == "Authoring":
+        return 1
+    if dispatch.kind == "PyTorchJob":
+        return max(dispatch.spec.resource.replica, 1)
+    return dispatch.spec.resource.replica
+
+
+def assigned_nodes(dispatch: WorkloadDispatch) -> list[str]:
+    """The scheduler's node of each pod in rank order; [] without assignments."""
+    nodes = [a.node for a in dispatch.assignments]
+    if nodes and len(nodes) != pod_count(dispatch):
+        raise DriverError(
+            f"{len(nodes)} pod assignments for the {pod_count(dispatch)} pods of {dispatch.workload_id}"
+        )
+    return nodes
+
+
+def node_affinity(dispatch: WorkloadDispatch, nodes: Sequence[str] = ()) -> Manifest | None:
+    """Required node affinity: the workspace's nodes, every customer label (values split on spaces)
+    and, given `nodes`, the hostname among them instead of a customer hostname label."""
     expressions: list[Manifest] = []
     if dispatch.namespace != DEFAULT_WORKSPACE:
         expressions.append({"key": WORKSPACE_ID_LABEL, "operator": "In", "values": [dispatch.namespace]})
     for key, value in dispatch.spec.customer_labels.items():
         values = value.split()
-        if key and values:
+        if key and values and not (nodes and key == HOSTNAME_LABEL):
             expressions.append({"key": key, "operator": "In", "values": values})
+    if nodes:
+        expressions.append({"key": HOSTNAME_LABEL, "operator": "In", "values": list(dict.fromkeys(nodes))})
     if not expressions:
         return None
     return {
@@ -173,8 +216,33 @@ def node_affinity(dispatch: WorkloadDispatch) -> Manifest | None:
     }
 
 
-def pod_template(dispatch: WorkloadDispatch, *, restart_policy: str, grace_seconds: int) -> Manifest:
-    """The pod template shared by every kind (one main container)."""
+def one_pod_per_node(dispatch: WorkloadDispatch) -> Manifest:
+    """Required pod anti-affinity: no other pod of this dispatch on the same node."""
+    selector = {
+        WORKLOAD_ID_LABEL: dispatch.workload_id,
+        DISPATCH_COUNT_LABEL: str(dispatch.dispatch_count),
+    }
+    return {
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": selector}, "topologyKey": HOSTNAME_LABEL}
+        ]
+    }
+
+
+def pod_affinity(dispatch: WorkloadDispatch, nodes: Sequence[str] = ()) -> Manifest | None:
+    """The affinity of a template whose pods the scheduler put on `nodes` (see the module docstring)."""
+    affinity = node_affinity(dispatch, nodes) or {}
+    every = [a.node for a in dispatch.assignments]
+    spread = len(set(every)) == len(every) and len(set(nodes)) > 1
+    if spread and dispatch.gpu_resource_name in resource_list(dispatch):
+        affinity["podAntiAffinity"] = one_pod_per_node(dispatch)
+    return affinity or None
+
+
+def pod_template(
+    dispatch: WorkloadDispatch, *, restart_policy: str, grace_seconds: int, nodes: Sequence[str] = ()
+) -> Manifest:
+    """The pod template shared by every kind (one main container), pinned to `nodes` if given."""
     spec = dispatch.spec
     volumes, mounts = _volumes(dispatch)
     resources = resource_list(dispatch)
@@ -223,7 +291,7 @@ def pod_template(dispatch: WorkloadDispatch, *, restart_policy: str, grace_secon
         pod_spec["imagePullSecrets"] = [{"name": name} for name in dispatch.image_pull_secrets]
     if spec.is_tolerate_all:
         pod_spec["tolerations"] = [{"operator": "Exists"}]
-    affinity = node_affinity(dispatch)
+    affinity = pod_affinity(dispatch, nodes)
     if affinity:
         pod_spec["affinity"] = affinity
     return {"metadata": {"labels": object_labels(dispatch)}, "spec": pod_spec}
@@ -231,11 +299,23 @@ def pod_template(dispatch: WorkloadDispatch, *, restart_policy: str, grace_secon
 
 def render_pytorchjob(dispatch: WorkloadDispatch) -> Manifest:
     """A `kubeflow.org/v1` PyTorchJob: Master with 1 replica, Worker with replica-1 (omitted at 0)."""
-    template = pod_template(dispatch, restart_policy="Never", grace_seconds=JOB_GRACE_SECONDS)
-    replica_specs: Manifest = {"Master": {"replicas": 1, "restartPolicy": "Never", "template": template}}
+    nodes = assigned_nodes(dispatch)
+
+    def template(role_nodes: Sequence[str]) -> Manifest:
+        return pod_template(
+            dispatch, restart_policy="Never", grace_seconds=JOB_GRACE_SECONDS, nodes=role_nodes
+        )
+
+    replica_specs: Manifest = {
+        "Master": {"replicas": 1, "restartPolicy": "Never", "template": template(nodes[:1])}
+    }
     workers = dispatch.spec.resource.replica - 1
     if workers > 0:
-        replica_specs["Worker"] = {"replicas": workers, "restartPolicy": "Never", "template": template}
+        replica_specs["Worker"] = {
+            "replicas": workers,
+            "restartPolicy": "Never",
+            "template": template(nodes[1:]),
+        }
     return {
         "apiVersion": f"{PYTORCHJOB_GROUP}/{PYTORCHJOB_VERSION}",
         "kind": "PyTorchJob",
@@ -266,7 +346,12 @@ def render_deployment(dispatch: WorkloadDispatch) -> Manifest:
                     "maxUnavailable": extends.get("maxUnavailable", "25%"),
                 },
             },
-            "template": pod_template(dispatch, restart_policy="Always", grace_seconds=SET_GRACE_SECONDS),
+            "template": pod_template(
+                dispatch,
+                restart_policy="Always",
+                grace_seconds=SET_GRACE_SECONDS,
+                nodes=assigned_nodes(dispatch),
+            ),
         },
     }
 
@@ -283,7 +368,12 @@ def render_statefulset(dispatch: WorkloadDispatch) -> Manifest:
             "serviceName": dispatch.workload_id,
             "podManagementPolicy": "Parallel",
             "selector": _selector(dispatch),
-            "template": pod_template(dispatch, restart_policy="Always", grace_seconds=SET_GRACE_SECONDS),
+            "template": pod_template(
+                dispatch,
+                restart_policy="Always",
+                grace_seconds=SET_GRACE_SECONDS,
+                nodes=assigned_nodes(dispatch),
+            ),
         },
     }
 

@@ -1,8 +1,9 @@
 """KubernetesDriver: runs workloads on a Kubernetes cluster through its API server.
 
 One `ApiClient` per cluster, built from that cluster's kubeconfig (never the process-global
-default configuration). Objects are rendered by `drivers.k8s_render`; responses are read as plain
-JSON (`_preload_content=False`) so partial objects never break deserialisation.
+default configuration). Objects are rendered by `drivers.k8s_render`, which pins pods to the
+scheduler's assignments (a bad assignment fails before anything is created); responses are read as
+plain JSON (`_preload_content=False`) so partial objects never break deserialisation.
 """
 
 from __future__ import annotations

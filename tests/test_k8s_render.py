@@ -14,6 +14,7 @@ import pytest
 from domain.secrets import RegistryCredential
 from domain.workloads import (
     HealthCheck,
+    PodAssignment,
     ServiceSpec,
     WorkloadDispatch,
     WorkloadResource,
@@ -24,6 +25,7 @@ from domain.workloads import (
     with_defaults,
 )
 from drivers import k8s_render as render
+from drivers.execution import DriverError
 
 K8S_VERSION = "1.32"
 KINDS = ["PyTorchJob", "Deployment", "StatefulSet", "Authoring"]
@@ -294,6 +296,118 @@ def test_volumes_tolerations_affinity_and_pod_settings() -> None:
     assert "hostNetwork" not in plain
     default_ws = dispatch_of("PyTorchJob").model_copy(update={"namespace": "default"})
     assert "affinity" not in pod_spec(render.render_pytorchjob(default_ws))
+
+
+def assigned(dispatch: WorkloadDispatch, *nodes: str, gpus: int = 0) -> WorkloadDispatch:
+    """The dispatch as the scheduler placed it: pod i on `nodes[i]`, holding `gpus` devices there."""
+    assignments = [PodAssignment(node=node, gpus=list(range(gpus))) for node in nodes]
+    return dispatch.model_copy(update={"assignments": assignments})
+
+
+def terms(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    affinity = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    result: list[dict[str, Any]] = affinity["nodeSelectorTerms"]
+    return result
+
+
+def hostnames(spec: dict[str, Any]) -> list[str]:
+    (term,) = terms(spec)
+    (values,) = [e["values"] for e in term["matchExpressions"] if e["key"] == "kubernetes.io/hostname"]
+    return list(values)
+
+
+ONE_POD_PER_NODE = {
+    "requiredDuringSchedulingIgnoredDuringExecution": [
+        {
+            "labelSelector": {
+                "matchLabels": {
+                    "primus-safe.workload.id": "train-abc12",
+                    "primus-safe.workload.dispatch.count": "1",
+                }
+            },
+            "topologyKey": "kubernetes.io/hostname",
+        }
+    ]
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("variant", ["minimal", "full"])
+def test_assigned_workloads_validate_against_kubernetes_1_32(kind: str, variant: str) -> None:
+    base = dispatch_of(kind, replica=3) if variant == "minimal" else dispatch_of(kind, replica=3, **FULL)
+    count = render.pod_count(base)
+    dispatch = assigned(base, *(f"gpu-{i}" for i in range(count)), gpus=8)
+    validate_all(render.render_workload(dispatch))
+
+
+def test_pytorchjob_master_and_workers_are_pinned_to_their_assigned_nodes() -> None:
+    dispatch = assigned(dispatch_of("PyTorchJob", replica=3), "n-3", "n-1", "n-2", gpus=8)
+    job = render.render_pytorchjob(dispatch)
+    master, worker = pod_spec(job, "Master"), pod_spec(job, "Worker")
+    assert hostnames(master) == ["n-3"]
+    assert hostnames(worker) == ["n-1", "n-2"]
+    assert "podAntiAffinity" not in master["affinity"]  # one pod on one node: nothing to spread
+    assert worker["affinity"]["podAntiAffinity"] == ONE_POD_PER_NODE
+    selector = ONE_POD_PER_NODE["requiredDuringSchedulingIgnoredDuringExecution"][0]["labelSelector"]
+    template_labels = job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["metadata"]["labels"]
+    assert selector["matchLabels"].items() <= template_labels.items()
+    for spec in (master, worker):  # GPU indices are the device plugin's: nowhere in the pod
+        assert not {"CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"} & {
+            e["name"] for e in spec["containers"][0]["env"]
+        }
+
+
+def test_assignments_replace_the_customer_hostname_label_and_keep_the_rest() -> None:
+    dispatch = assigned(dispatch_of("PyTorchJob", **FULL), "node-2", "node-1", gpus=8)
+    master = pod_spec(render.render_pytorchjob(dispatch))
+    assert terms(master) == [
+        {
+            "matchExpressions": [
+                {"key": "primus-safe.workspace.id", "operator": "In", "values": ["c1-ws1"]},
+                {"key": "gpu-type", "operator": "In", "values": ["mi300x"]},
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["node-2"]},
+            ]
+        }
+    ]
+    default_ws = assigned(dispatch_of("PyTorchJob").model_copy(update={"namespace": "default"}), "a", "b")
+    assert terms(pod_spec(render.render_pytorchjob(default_ws))) == [
+        {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["a"]}]}
+    ]
+
+
+def test_cpu_pods_may_share_a_node_so_they_are_not_spread() -> None:
+    cpu = WorkloadResource(cpu="2", memory="4Gi", replica=3)
+    job = render.render_pytorchjob(assigned(dispatch_of("PyTorchJob", resource=cpu), "a", "a", "a"))
+    assert hostnames(pod_spec(job, "Master")) == ["a"]
+    assert hostnames(pod_spec(job, "Worker")) == ["a"]
+    deployment = render.render_deployment(assigned(dispatch_of("Deployment", resource=cpu), "a", "b", "a"))
+    assert hostnames(pod_spec(deployment)) == ["a", "b"]
+    assert "podAntiAffinity" not in pod_spec(deployment)["affinity"]
+    distinct = render.render_statefulset(assigned(dispatch_of("StatefulSet", resource=cpu), "a", "b", "c"))
+    assert "podAntiAffinity" not in pod_spec(distinct)["affinity"]
+    validate_all([job, deployment, distinct])
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "StatefulSet"])
+def test_sets_of_gpu_pods_get_one_pod_per_assigned_node(kind: str) -> None:
+    manifest = render.render_workload(assigned(dispatch_of(kind, replica=3), "x", "y", "z", gpus=8))[0]
+    spec = pod_spec(manifest)
+    assert hostnames(spec) == ["x", "y", "z"]
+    assert spec["affinity"]["podAntiAffinity"] == ONE_POD_PER_NODE
+    authoring = render.render_statefulset(assigned(dispatch_of("Authoring"), "x", gpus=8))
+    assert hostnames(pod_spec(authoring)) == ["x"]
+    assert "podAntiAffinity" not in pod_spec(authoring)["affinity"]
+
+
+@pytest.mark.parametrize(("kind", "pods"), [("PyTorchJob", 2), ("Deployment", 2), ("Authoring", 1)])
+def test_an_assignment_count_other_than_the_pod_count_is_a_driver_error(kind: str, pods: int) -> None:
+    dispatch = dispatch_of(kind, replica=2)
+    assert render.pod_count(dispatch) == pods
+    for nodes in (["a"] * (pods - 1), ["a"] * (pods + 1)):
+        if nodes:
+            with pytest.raises(DriverError, match=f"{len(nodes)} pod assignments for the {pods} pods"):
+                render.render_workload(assigned(dispatch, *nodes))
+    assert render.render_workload(assigned(dispatch, *["a"] * pods))
 
 
 def test_env_platform_first_then_user_overrides() -> None:

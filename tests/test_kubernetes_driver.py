@@ -1,7 +1,8 @@
 """KubernetesDriver against the kmock fake API server over real HTTP, plus the shared contract suite.
 
 kmock has no controllers: `KmockController` plays the PyTorchJob operator, the Deployment and
-StatefulSet controllers and the kubelet (creates pods from the stored object's template, patches
+StatefulSet controllers, the kube-scheduler (a template's required hostname affinity picks its
+pods' nodes, in order) and the kubelet (creates pods from the stored object's template, patches
 their status, feeds their logs as the contract script would print them).
 """
 
@@ -17,7 +18,7 @@ import yaml
 
 from domain.errors import NotFound
 from domain.secrets import RegistryCredential
-from domain.workloads import ServiceSpec, WorkloadDispatch, WorkspaceVolume
+from domain.workloads import PodAssignment, ServiceSpec, WorkloadDispatch, WorkspaceVolume
 from drivers.execution import NodeTaint
 from drivers.kubernetes import DriverError, KubernetesDriver, pod_status
 from tests.execution_contract import ExecutionDriverContract, Harness, make_dispatch
@@ -37,6 +38,17 @@ RESOURCES = {
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _required_hostnames(template: dict[str, Any]) -> list[str]:
+    """The `kubernetes.io/hostname In [...]` values of a template's required node affinity."""
+    affinity = (template["spec"].get("affinity") or {}).get("nodeAffinity") or {}
+    required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {}
+    for term in required.get("nodeSelectorTerms") or []:
+        for expression in term.get("matchExpressions") or []:
+            if expression["key"] == "kubernetes.io/hostname" and expression["operator"] == "In":
+                return list(expression["values"])
+    return []
 
 
 class KmockController:
@@ -68,12 +80,16 @@ class KmockController:
 
     def start(self, dispatch: WorkloadDispatch) -> list[str]:
         names = []
+        placed: dict[int, int] = {}  # pods placed so far per template
         for name, template, extra_env in self._templates(dispatch):
             self._seq += 1
             spec = yaml.safe_load(yaml.safe_dump(template["spec"]))
             main = spec["containers"][0]
             main["env"] = [*main.get("env", []), *({"name": k, "value": v} for k, v in extra_env.items())]
-            spec["nodeName"] = f"node-{self._seq}"
+            allowed = _required_hostnames(template)
+            index = placed.get(id(template), 0)
+            placed[id(template)] = index + 1
+            spec["nodeName"] = allowed[index % len(allowed)] if allowed else f"node-{self._seq}"
             pod = {
                 "apiVersion": "v1",
                 "kind": "Pod",
@@ -225,6 +241,36 @@ def test_apply_pytorchjob_creates_master_worker_and_service(
     assert fake_kube.get("kubeflow.org/v1/pytorchjobs", namespace, dispatch.workload_id) is None
     with pytest.raises(NotFound):
         driver.describe_service(namespace, dispatch.workload_id)
+
+
+def test_apply_pins_pods_to_the_scheduler_assignments(
+    driver: KubernetesDriver, fake_kube: FakeKube, namespace: str
+) -> None:
+    dispatch = make_dispatch(namespace, replica=3)
+    dispatch.spec.resource.gpu = "8"
+    assignments = [PodAssignment(node=n, gpus=list(range(8))) for n in ("gpu-c", "gpu-a", "gpu-b")]
+    dispatch = dispatch.model_copy(update={"assignments": assignments})
+    driver.apply(dispatch)
+    job = fake_kube.get("kubeflow.org/v1/pytorchjobs", namespace, dispatch.workload_id)
+    assert job is not None
+    specs = job["spec"]["pytorchReplicaSpecs"]
+    assert _required_hostnames(specs["Master"]["template"]) == ["gpu-c"]
+    assert _required_hostnames(specs["Worker"]["template"]) == ["gpu-a", "gpu-b"]
+    anti = specs["Worker"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    (term,) = anti["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"]["primus-safe.workload.id"] == dispatch.workload_id
+    KmockController(fake_kube).start(dispatch)
+    nodes = {p.name: p.node for p in driver.list_pods(namespace, dispatch.workload_id)}
+    wid = dispatch.workload_id
+    assert nodes == {f"{wid}-master-0": "gpu-c", f"{wid}-worker-0": "gpu-a", f"{wid}-worker-1": "gpu-b"}
+    driver.delete(namespace, dispatch.workload_id, "PyTorchJob")
+
+    wrong = make_dispatch(namespace, kind="Deployment", replica=2)
+    wrong = wrong.model_copy(update={"assignments": [PodAssignment(node="gpu-a")]})
+    with pytest.raises(DriverError, match="1 pod assignments for the 2 pods"):
+        driver.apply(wrong)
+    assert fake_kube.get("apps/v1/deployments", namespace, wrong.workload_id) is None
 
 
 @pytest.mark.parametrize("kind", ["Deployment", "StatefulSet", "Authoring"])
