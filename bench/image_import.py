@@ -128,7 +128,9 @@ async def run_all(
         temporal_address=temporal,
         secret_key=Fernet.generate_key().decode(),
         admin_password=ADMIN_PASSWORD,
-        queues=TaskQueues(control=f"control-{run}", ssh=f"ssh-{run}", images=f"images-{run}"),
+        queues=TaskQueues(
+            control=f"control-{run}", ssh=f"ssh-{run}", images=f"images-{run}", workloads=f"workloads-{run}"
+        ),
         images_internal_registry=regs["target"].host,
         images_internal_insecure=True,
         images_allow_loopback_sources=True,

@@ -238,7 +238,12 @@ async def main() -> None:
                 temporal_address=f"127.0.0.1:{TEMPORAL_PORT}",
                 secret_key=Fernet.generate_key().decode(),
                 admin_password=ADMIN_PASSWORD,
-                queues=TaskQueues(control=f"control-{run}", ssh=f"ssh-{run}", images=f"images-{run}"),
+                queues=TaskQueues(
+                    control=f"control-{run}",
+                    ssh=f"ssh-{run}",
+                    images=f"images-{run}",
+                    workloads=f"workloads-{run}",
+                ),
                 node_commands={
                     "run_addon": ["env", f"PRIMUS_ADDON_ROOT={farm.home}/bench-sysroot", "bash", "{script}"]
                 },

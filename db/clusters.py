@@ -14,6 +14,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from db import logs
 from db.base import Base, UTCDateTime
+from db.workloads import active_in_cluster
 from domain.logs import LogResource
 
 
@@ -77,11 +78,8 @@ async def cluster_ids_using_secret(session: AsyncSession, *, secret_id: str) -> 
 
 
 async def running_workloads(session: AsyncSession, *, cluster_id: str) -> list[str]:
-    """Ids of workloads still dispatched to the cluster (a cluster with any cannot be deleted).
-
-    Workloads do not exist yet: this returns [] until the workloads work fills it in.
-    """
-    return []
+    """Ids of the cluster's workloads that have not ended (a cluster with any cannot be deleted)."""
+    return await active_in_cluster(session, cluster_id=cluster_id)
 
 
 async def delete_cluster(session: AsyncSession, *, cluster_id: str) -> bool:

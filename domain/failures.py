@@ -41,6 +41,8 @@ class Failure(StrEnum):
     """A registry could not be reached or answered 5xx (retried)."""
     DIGEST_MISMATCH = "DigestMismatch"
     """Copied bytes did not hash to the expected digest (retried)."""
+    CLUSTER_UNAVAILABLE = "ClusterUnavailable"
+    """The cluster's execution driver could not be built or could not reach it (retried)."""
     BUSY = "Busy"
     """The workflow cannot take the request now (an import run that is finishing): ask again."""
 

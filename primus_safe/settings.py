@@ -36,6 +36,8 @@ class TaskQueues(BaseSettings):
     control: str = "primus-control"
     ssh: str = "primus-ssh"
     images: str = "primus-images"
+    workloads: str = "primus-workloads"
+    """Driver calls of workloads: dispatch, the long-running pod watches, removal."""
 
 
 class Settings(BaseSettings):
@@ -93,9 +95,17 @@ class Settings(BaseSettings):
     """How often the `system/registry-stats` schedule checks the internal registry."""
 
     node_probe_interval_seconds: int = 300
+    """How often the `system/node-probe` schedule checks every node's SSH reachability."""
     scheduler_period_seconds: int = 30
     """A workspace's scheduler runs a cycle at least this often, signals or not."""
-    """How often the `system/node-probe` schedule checks every node's SSH reachability."""
+    workload_poll_seconds: float = 2.0
+    """How often a running workload's pods are read from its cluster."""
+    workload_hang_seconds: int = 1200
+    """A supervised workload whose logs stay unchanged this long has hung (upstream's 1200)."""
+    workload_io_timeout_seconds: int = 120
+    """Upper bound of one driver call of a workload (dispatch, removal)."""
+    workload_max_watches: int = 2000
+    """Pod watches (one per running workload) one worker runs at once."""
     node_probe_concurrency: int = 50
     ssh_connect_timeout_seconds: float = 10.0
     """Dial, banner and authentication timeout (upstream: 10 s)."""

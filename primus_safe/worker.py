@@ -27,6 +27,7 @@ from activities.images import ImageActivities
 from activities.node import NodeActivities
 from activities.scheduler import SchedulerActivities
 from activities.users import UserActivities
+from activities.workload import WorkloadActivities
 from activities.workspace import WorkspaceActivities
 from db.encryption import SecretBox
 from db.session import SessionFactory
@@ -44,6 +45,8 @@ from workflows.registry_stats import RegistryStatsWorkflow
 from workflows.token_purge import SCHEDULE_ID as TOKEN_PURGE_SCHEDULE
 from workflows.token_purge import TokenPurgeWorkflow
 from workflows.user_cleanup import UserCleanupWorkflow
+from workflows.pod_read import PodReadWorkflow
+from workflows.workload import WorkloadWorkflow
 from workflows.workspace import WorkspaceWorkflow
 from workflows.workspace_scheduler import WorkspaceSchedulerWorkflow
 
@@ -61,6 +64,8 @@ CONTROL_WORKFLOWS: list[type] = [
     NodeManageWorkflow,
     WorkspaceWorkflow,
     WorkspaceSchedulerWorkflow,
+    WorkloadWorkflow,
+    PodReadWorkflow,
 ]
 
 
@@ -71,6 +76,7 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
     clusters = ClusterActivities(sessions, SecretBox(settings.encryption_key()), settings.cluster_config)
     workspaces = WorkspaceActivities(sessions, SecretBox(settings.encryption_key()))
     scheduler = SchedulerActivities(sessions, settings.reserve_percents)
+    workloads = WorkloadActivities(sessions, SecretBox(settings.encryption_key()))
     control = Worker(
         client,
         task_queue=settings.queues.control,
@@ -102,7 +108,22 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
             scheduler.mark_notified,
             scheduler.enqueue,
             scheduler.withdraw,
+            workloads.load,
+            workloads.dependencies,
+            workloads.set_waiting,
+            workloads.scheduled,
+            workloads.failover,
+            workloads.updating,
+            workloads.apply_patch,
+            workloads.finish,
+            workloads.mark_deleted,
         ],
+    )
+    workload_io = Worker(
+        client,
+        task_queue=settings.queues.workloads,
+        activities=[workloads.dispatch, workloads.watch, workloads.remove_pods, workloads.read],
+        max_concurrent_activities=settings.workload_max_watches,
     )
     ssh = Worker(
         client,
@@ -121,7 +142,7 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
         ],
         max_concurrent_activities=settings.ssh_max_parallel,
     )
-    return [control, ssh, build_image_worker(client, settings, sessions)]
+    return [control, ssh, workload_io, build_image_worker(client, settings, sessions)]
 
 
 def build_image_worker(client: Client, settings: Settings, sessions: SessionFactory) -> Worker:

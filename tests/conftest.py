@@ -78,8 +78,12 @@ def make_settings(data_dir: Path, database_url: str, temporal_address: str) -> S
         temporal_address=temporal_address,
         secret_key=Fernet.generate_key().decode(),
         admin_password=ADMIN_PASSWORD,
-        queues=TaskQueues(control=f"control-{run}", ssh=f"ssh-{run}", images=f"images-{run}"),
+        queues=TaskQueues(
+            control=f"control-{run}", ssh=f"ssh-{run}", images=f"images-{run}", workloads=f"workloads-{run}"
+        ),
         user_cleanup_timeout_seconds=10,
+        workload_poll_seconds=0.5,
+        scheduler_period_seconds=5,
     )
 
 

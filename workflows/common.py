@@ -22,8 +22,10 @@ PHASE = SearchAttributeKey.for_keyword("PrimusPhase")
 USER = SearchAttributeKey.for_keyword("PrimusUser")
 WORKSPACE = SearchAttributeKey.for_keyword("PrimusWorkspace")
 CLUSTER = SearchAttributeKey.for_keyword("PrimusCluster")
+KIND = SearchAttributeKey.for_keyword("PrimusKind")
+"""The workload kind (PyTorchJob, Deployment, ...) of `workload/<id>` workflows."""
 
-SEARCH_ATTRIBUTE_NAMES = [k.name for k in (RESOURCE_TYPE, RESOURCE_ID, PHASE, USER, WORKSPACE, CLUSTER)]
+SEARCH_ATTRIBUTE_NAMES = [k.name for k in (RESOURCE_TYPE, RESOURCE_ID, PHASE, USER, WORKSPACE, CLUSTER, KIND)]
 
 DB_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),

@@ -16,6 +16,7 @@ from api.routes.public_keys import router as public_keys_router
 from api.routes.registry_stats import router as registry_stats_router
 from api.routes.secrets import router as secrets_router
 from api.routes.users import router as users_router
+from api.routes.workloads import router as workloads_router
 from api.routes.workspaces import router as workspaces_router
 
 ROUTERS: list[APIRouter] = [
@@ -31,6 +32,7 @@ ROUTERS: list[APIRouter] = [
     registry_stats_router,
     clusters_router,
     workspaces_router,
+    workloads_router,
 ]
 
 __all__ = ["ROUTERS", "custom_router"]

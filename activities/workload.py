@@ -1,0 +1,423 @@
+"""Workload activities: the record's transitions (control queue) and the cluster's side through
+its execution driver (io queue): dispatch, watch, remove, and reads for the API.
+
+Every transition goes through `db.workload_status` and is guarded, so a retried activity is a
+no-op. The driver calls are idempotent (`apply` starts only what is missing, `delete` of what is
+gone is fine). The watch heartbeats each poll with what it has seen, so after a worker restart
+its retry resumes the hang clock where it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.execution import DriverUnavailable, cluster_driver
+from db import workload_status
+from db import workloads as db
+from db.encryption import SecretBox
+from db.session import SessionFactory
+from db.workspaces import get_workspace
+from domain import workload_lifecycle as life
+from domain.errors import NotFound
+from domain.failures import Failure
+from domain.pods import PodStatus
+from domain.timefmt import parse_time, utcnow
+from domain.workloads import PodAssignment, ServiceInfo, WorkloadDispatch, main_container
+from drivers.execution import DriverError, ExecutionDriver
+
+T = TypeVar("T")
+WRITE_ATTEMPTS = 6
+LOG_TAIL_ON_FAILURE = 5
+HANG_CHECK_SECONDS = 10.0
+GONE_AFTER_POLLS = 3
+
+
+def _fail(message: str, kind: Failure, *, retryable: bool = False) -> ApplicationError:
+    return ApplicationError(message[:2000], type=kind, non_retryable=not retryable)
+
+
+class WaitingNote(BaseModel):
+    """Why a workload waits before it is queued."""
+
+    workload_id: str
+    message: str
+
+
+class FailoverNote(BaseModel):
+    """A dispatch that goes back to the queue."""
+
+    workload_id: str
+    dispatch_count: int
+    message: str
+
+
+class PatchNote(BaseModel):
+    """A patch to write into the spec."""
+
+    workload_id: str
+    patch: life.PatchRequest
+
+
+class PodRead(BaseModel):
+    """A read of the cluster for the API: a pod's log, or the workload's Service."""
+
+    workload_id: str
+    what: str = "log"
+    """`log` or `service`."""
+    pod: str = ""
+    container: str = ""
+    tail_lines: int | None = None
+    since_seconds: int | None = None
+
+
+class PodReadResult(BaseModel):
+    """The log text or the Service; `missing` names what was not found."""
+
+    text: str = ""
+    service: ServiceInfo | None = None
+    missing: str = ""
+    error: str = ""
+
+
+class _WatchProgress(BaseModel):
+    """What a watch heartbeats (and resumes from)."""
+
+    last_output_at: float = 0.0
+    fingerprint: dict[str, str] = Field(default_factory=dict)
+    seen_pods: bool = False
+
+
+class WorkloadActivities:
+    """Holds the database and the secret box."""
+
+    def __init__(self, sessions: SessionFactory, box: SecretBox, request_timeout: float = 30) -> None:
+        self._sessions = sessions
+        self._box = box
+        self._timeout = request_timeout
+
+    async def _write(self, write: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run `write` in its own transaction, retrying while SQLite reports the database locked."""
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                async with self._sessions() as session, session.begin():
+                    return await write(session)
+            except OperationalError as exc:
+                if "locked" not in str(exc) or attempt == WRITE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.1 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    async def _record(self, workload_id: str) -> db.Workload:
+        async with self._sessions() as session:
+            workload = await db.get_workload(session, workload_id=workload_id, include_deleted=True)
+        if workload is None:
+            raise _fail(f"workload {workload_id} not found", Failure.NOT_FOUND)
+        return workload
+
+    @contextlib.asynccontextmanager
+    async def _driver(self, cluster_id: str) -> Any:
+        try:
+            driver = await cluster_driver(
+                self._sessions, self._box, cluster_id, request_timeout=self._timeout
+            )
+        except DriverUnavailable as exc:
+            raise _fail(str(exc), Failure.CLUSTER_UNAVAILABLE, retryable=True) from exc
+        try:
+            yield driver
+        finally:
+            await asyncio.to_thread(driver.close)
+
+    # --- the record (control queue) ------------------------------------------------------------
+
+    @activity.defn(name="workload.load")
+    async def load(self, workload_id: str) -> life.Plan:
+        """What the workflow needs of the record."""
+        workload = await self._record(workload_id)
+        spec = workload.spec_model()
+        starts = [parse_time(c.schedule) for c in spec.cron_jobs if c.action == "start" and c.schedule]
+        future = [t for t in starts if t > utcnow()]
+        return life.Plan(
+            workload_id=workload.id,
+            workspace_id=workload.workspace_id,
+            cluster_id=workload.cluster_id,
+            kind=workload.kind,
+            phase=workload.phase,
+            dispatch_count=workload.dispatch_count,
+            priority=workload.priority,
+            replicas=max(spec.resource.replica, 1),
+            request=life.request_per_pod(spec, workload.gpu_resource_name or "amd.com/gpu"),
+            specified_nodes=list(spec.specified_nodes),
+            required_labels={k: v for k, v in spec.customer_labels.items() if k != "kubernetes.io/hostname"},
+            tolerate_all=spec.is_tolerate_all,
+            user_id=workload.user_id,
+            dependencies=list(spec.dependencies),
+            start_at=min(future) if future else None,
+            timeout=spec.timeout,
+            ttl_seconds=spec.ttl_seconds_after_finished,
+            max_retry=spec.max_retry,
+            supervised=spec.is_supervised,
+            deleted=workload.is_deleted,
+        )
+
+    @activity.defn(name="workload.dependencies")
+    async def dependencies(self, workload_id: str) -> life.DependencyState:
+        """Whether every dependency succeeded, which one failed, or which one is still running."""
+        workload = await self._record(workload_id)
+        wanted = list(workload.spec_model().dependencies)
+        async with self._sessions() as session:
+            found = await db.get_many(session, workload_ids=wanted)
+        for dep in wanted:
+            other = found.get(dep)
+            if other is None:
+                return life.DependencyState(failed=f"dependency workload {dep} does not exist")
+            if other.phase in (life.FAILED, life.STOPPED):
+                return life.DependencyState(failed=f"dependency workload {dep} {other.phase.lower()}")
+        for dep in wanted:
+            if found[dep].phase != life.SUCCEEDED:
+                return life.DependencyState(waiting=f"Waiting for dependency {dep} ({found[dep].phase})")
+        return life.DependencyState()
+
+    @activity.defn(name="workload.set_waiting")
+    async def set_waiting(self, note: WaitingNote) -> None:
+        """Show why it waits before being queued."""
+        await self._write(
+            lambda s: workload_status.set_waiting(
+                s, workload_id=note.workload_id, message=note.message, now=utcnow()
+            )
+        )
+
+    @activity.defn(name="workload.scheduled")
+    async def scheduled(self, dispatch: life.Dispatch) -> None:
+        """Record the admission (AdminScheduled)."""
+        await self._write(
+            lambda s: workload_status.scheduled(
+                s, workload_id=dispatch.workload_id, dispatch_count=dispatch.dispatch_count, now=utcnow()
+            )
+        )
+
+    @activity.defn(name="workload.failover")
+    async def failover(self, note: FailoverNote) -> None:
+        """Record that the dispatch goes back to the queue (AdminFailover)."""
+        await self._write(
+            lambda s: workload_status.failover(
+                s,
+                workload_id=note.workload_id,
+                dispatch_count=note.dispatch_count,
+                message=note.message,
+                now=utcnow(),
+            )
+        )
+
+    @activity.defn(name="workload.updating")
+    async def updating(self, workload_id: str) -> None:
+        """Running -> Updating (a rollout of a patch)."""
+        await self._write(lambda s: workload_status.updating(s, workload_id=workload_id, now=utcnow()))
+
+    @activity.defn(name="workload.apply_patch")
+    async def apply_patch(self, note: PatchNote) -> None:
+        """Write a validated patch into the spec."""
+        await self._write(
+            lambda s: workload_status.apply_patch(
+                s, workload_id=note.workload_id, patch=note.patch, now=utcnow()
+            )
+        )
+
+    @activity.defn(name="workload.finish")
+    async def finish(self, finish: life.Finish) -> list[str]:
+        """Record the end; returns the workloads waiting for this one (to be told)."""
+
+        async def write(session: AsyncSession) -> list[str]:
+            await workload_status.finish(session, finish=finish, now=utcnow())
+            return await db.dependents(session, workload_id=finish.workload_id)
+
+        return await self._write(write)
+
+    @activity.defn(name="workload.mark_deleted")
+    async def mark_deleted(self, workload_id: str) -> None:
+        """Hide the ended workload from the API (the record stays)."""
+        await self._write(lambda s: workload_status.mark_deleted(s, workload_id=workload_id, now=utcnow()))
+
+    # --- the cluster (io queue) ----------------------------------------------------------------
+
+    async def _dispatch_of(self, workload: db.Workload, dispatch: life.Dispatch) -> WorkloadDispatch:
+        async with self._sessions() as session:
+            workspace = await get_workspace(session, workspace_id=workload.workspace_id)
+        if workspace is None:
+            raise _fail(f"workspace {workload.workspace_id} not found", Failure.NOT_FOUND)
+        return WorkloadDispatch(
+            workload_id=workload.id,
+            namespace=workload.workspace_id,
+            spec=workload.spec_model(),
+            dispatch_count=dispatch.dispatch_count,
+            cluster_id=workload.cluster_id,
+            gpu_resource_name=workload.gpu_resource_name or "amd.com/gpu",
+            volumes=workspace.volume_list(),
+            image_pull_secrets=workspace.image_secret_ids,
+            user_name=workload.user_name,
+            assignments=[PodAssignment(node=p.node_id, gpus=p.gpus) for p in dispatch.placements],
+        )
+
+    @activity.defn(name="workload.dispatch")
+    async def dispatch(self, dispatch: life.Dispatch) -> None:
+        """Send the dispatch's pods to the cluster where the scheduler put them (AdminDispatched)."""
+        workload = await self._record(dispatch.workload_id)
+        rendered = await self._dispatch_of(workload, dispatch)
+        async with self._driver(workload.cluster_id) as driver:
+            try:
+                await asyncio.to_thread(driver.apply, rendered)
+            except DriverError as exc:
+                if exc.status is not None and 400 <= exc.status < 500:
+                    raise _fail(f"the cluster rejected the workload: {exc}", Failure.INVALID) from exc
+                raise _fail(f"dispatch failed: {exc}", Failure.CLUSTER_UNAVAILABLE, retryable=True) from exc
+        await self._write(
+            lambda s: workload_status.dispatched(
+                s,
+                workload_id=dispatch.workload_id,
+                dispatch_count=dispatch.dispatch_count,
+                nodes=[p.node_id for p in dispatch.placements],
+                now=utcnow(),
+            )
+        )
+
+    @activity.defn(name="workload.remove_pods")
+    async def remove_pods(self, workload_id: str) -> None:
+        """Stop and remove the workload's objects and pods on the cluster (missing ones are fine)."""
+        workload = await self._record(workload_id)
+        async with self._driver(workload.cluster_id) as driver:
+            try:
+                await asyncio.to_thread(driver.delete, workload.workspace_id, workload.id, workload.kind)
+            except DriverError as exc:
+                raise _fail(
+                    f"cannot remove the pods: {exc}", Failure.CLUSTER_UNAVAILABLE, retryable=True
+                ) from exc
+
+    @activity.defn(name="workload.watch")
+    async def watch(self, watch: life.Watch) -> life.WatchResult:
+        """Poll the dispatch's pods until it ends (jobs) or a pod fails, recording their status.
+
+        Heartbeats every poll; supervised workloads whose logs stay unchanged `hang_seconds`
+        end as `Hung`. Runs until cancelled for Deployments and StatefulSets that keep running.
+        """
+        workload = await self._record(watch.workload_id)
+        spec = workload.spec_model()
+        expected = 1 if workload.kind == "Authoring" else max(spec.resource.replica, 1)
+        details = activity.info().heartbeat_details
+        progress = _WatchProgress.model_validate(details[0]) if details else _WatchProgress()
+        if not progress.last_output_at:
+            progress.last_output_at = time.time()
+        last_hang_check = 0.0
+        missing_polls = 0
+        async with self._driver(workload.cluster_id) as driver:
+            while True:
+                pods = await self._pods(driver, workload)
+                await self._write(
+                    partial(
+                        workload_status.record_pods,
+                        workload_id=workload.id,
+                        dispatch_count=watch.dispatch_count,
+                        pods=pods,
+                        now=utcnow(),
+                    )
+                )
+                progress.seen_pods = progress.seen_pods or bool(pods)
+                missing_polls = 0 if pods else missing_polls + 1
+                outcome = life.pods_outcome(pods, expected)
+                if watch.long_running and outcome == "Succeeded":
+                    outcome = "Failed" if any(p.phase == "Succeeded" for p in pods) else ""
+                if outcome:
+                    message = await self._outcome_message(driver, workload, pods, outcome)
+                    return life.WatchResult(outcome=outcome, message=message)
+                if progress.seen_pods and missing_polls >= GONE_AFTER_POLLS:
+                    return life.WatchResult(outcome="Gone", message="the workload's pods disappeared")
+                if watch.hang_seconds and time.time() - last_hang_check >= HANG_CHECK_SECONDS:
+                    last_hang_check = time.time()
+                    if await self._output_changed(driver, workload, pods, progress):
+                        progress.last_output_at = time.time()
+                    silent = time.time() - progress.last_output_at
+                    if silent >= watch.hang_seconds:
+                        return life.WatchResult(
+                            outcome="Hung",
+                            message=f"no log output for {int(silent)} s (limit {watch.hang_seconds} s)",
+                        )
+                activity.heartbeat(progress.model_dump())
+                await asyncio.sleep(watch.poll_seconds)
+
+    async def _pods(self, driver: ExecutionDriver, workload: db.Workload) -> list[PodStatus]:
+        try:
+            return await asyncio.to_thread(driver.list_pods, workload.workspace_id, workload.id)
+        except DriverError as exc:
+            raise _fail(f"cannot read the pods: {exc}", Failure.CLUSTER_UNAVAILABLE, retryable=True) from exc
+
+    async def _tail(self, driver: ExecutionDriver, workload: db.Workload, pod: str, lines: int) -> str:
+        try:
+            return await asyncio.to_thread(
+                driver.read_log,
+                workload.workspace_id,
+                pod,
+                container=main_container(workload.kind),
+                tail_lines=lines,
+            )
+        except (DriverError, NotFound):
+            return ""
+
+    async def _outcome_message(
+        self, driver: ExecutionDriver, workload: db.Workload, pods: list[PodStatus], outcome: str
+    ) -> str:
+        if outcome == "Succeeded":
+            return "the workload succeeded"
+        tails = {
+            p.name: await self._tail(driver, workload, p.name, LOG_TAIL_ON_FAILURE)
+            for p in life.failed_pods(pods)
+        }
+        return life.failure_details(
+            pods, {name: " | ".join(t.strip().splitlines()) for name, t in tails.items()}
+        )
+
+    async def _output_changed(
+        self, driver: ExecutionDriver, workload: db.Workload, pods: list[PodStatus], progress: _WatchProgress
+    ) -> bool:
+        changed = False
+        for pod in pods:
+            if pod.phase != "Running":
+                continue
+            tail = (await self._tail(driver, workload, pod.name, 3))[-500:]
+            if progress.fingerprint.get(pod.name) != tail:
+                progress.fingerprint[pod.name] = tail
+                changed = True
+        return changed
+
+    @activity.defn(name="workload.read")
+    async def read(self, request: PodRead) -> PodReadResult:
+        """A pod's log or the workload's Service, for the API (through `PodReadWorkflow`)."""
+        workload = await self._record(request.workload_id)
+        try:
+            async with self._driver(workload.cluster_id) as driver:
+                if request.what == "service":
+                    service = await asyncio.to_thread(
+                        driver.describe_service, workload.workspace_id, workload.id
+                    )
+                    return PodReadResult(service=service)
+                text = await asyncio.to_thread(
+                    driver.read_log,
+                    workload.workspace_id,
+                    request.pod,
+                    container=request.container or main_container(workload.kind),
+                    tail_lines=request.tail_lines,
+                    since_seconds=request.since_seconds,
+                )
+                return PodReadResult(text=text)
+        except NotFound as exc:
+            return PodReadResult(missing=exc.message)
+        except (DriverError, ApplicationError) as exc:
+            return PodReadResult(error=str(exc))
