@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Protocol, Self
 
 import paramiko
 
@@ -112,6 +113,34 @@ def load_private_key(pem: str) -> paramiko.PKey:
 def command_line(argv: Sequence[str]) -> str:
     """A command line in which every argument is quoted."""
     return shlex.join(argv)
+
+
+class Connection(Protocol):
+    """What activities and provisioners use of a connection to a node: an `SSHConnection`, or
+    `drivers.local.LocalConnection` for a node that is this machine."""
+
+    host_fingerprint: str
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        on_line: Callable[[str], None] | None = None,
+        check: bool = True,
+    ) -> CommandResult: ...
+
+    def put(self, data: bytes, remote_path: str, *, mode: int = 0o600) -> None: ...
+
+    def get(self, remote_path: str, *, max_bytes: int = 16 * 1024 * 1024) -> bytes: ...
+
+    def close(self) -> None: ...
 
 
 class SSHConnection:

@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from domain.clusters import ClusterNode
-from drivers.ssh import SSHConnection, SSHError, SSHTarget, connect
+from drivers.local import LocalConnection
+from drivers.ssh import Connection, SSHError, SSHTarget, connect
 
 LineSink = Callable[[str], None]
 
@@ -28,10 +29,12 @@ class ProvisionFailed(Exception):
 
 @dataclass(frozen=True)
 class NodeAccess:
-    """A node and how to log in to it (host key pinned to the fingerprint trusted at onboarding)."""
+    """A node and how to log in to it (host key pinned to the fingerprint trusted at onboarding);
+    a `local` node is this machine, reached through the local transport (`ssh` is then unused)."""
 
     node: ClusterNode
     ssh: SSHTarget
+    local: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,20 +50,21 @@ class Provisioned:
 
 
 class Provisioner(abc.ABC):
-    """Provisions one cluster (`cluster_id`) on nodes reached over SSH."""
+    """Provisions one cluster (`cluster_id`) on nodes reached over SSH (or locally, `NodeAccess.local`)."""
 
     def __init__(self, cluster_id: str, *, connect_timeout: float, command_timeout: float) -> None:
         self.cluster_id = cluster_id
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
-        self._open: set[SSHConnection] = set()
+        self._open: set[Connection] = set()
         self._lock = threading.Lock()
         self._cancelled = False
 
-    def _connect(self, access: NodeAccess) -> SSHConnection:
+    def _connect(self, access: NodeAccess) -> Connection:
         if self._cancelled:
             raise ProvisionFailed("cancelled")
-        conn = connect(access.ssh, timeout=self.connect_timeout)
+        local = access.local
+        conn: Connection = LocalConnection() if local else connect(access.ssh, timeout=self.connect_timeout)
         with self._lock:
             self._open.add(conn)
         return conn

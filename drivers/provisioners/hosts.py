@@ -1,9 +1,10 @@
 """The `hosts` provisioner: clusters without Kubernetes, whose pods run through `drivers.host.HostDriver`.
 
-Creating checks every control-plane node over SSH (Linux, the tools the host driver needs) and
-prepares the cluster's working directory `$HOME/.primus-safe/clusters/<cluster>` with its `pods`
-folder, the host driver's root. Adding a node does the same on that node; removing a node (and
-resetting the cluster) stops the cluster's pods there and removes the directory.
+Creating checks every control-plane node over SSH, or a local node on this machine (Linux, the
+tools the host driver needs) and prepares the cluster's working directory
+`$HOME/.primus-safe/clusters/<cluster>` with its `pods` folder, the host driver's root. Adding a
+node does the same on that node; removing a node (and resetting the cluster) stops the cluster's
+pods there and removes the directory.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class HostsProvisioner(Provisioner):
 
     def _prepare(self, access: NodeAccess, on_line: LineSink) -> str:
         node = access.node
-        on_line(f"checking {node.hostname} ({node.private_ip}:{node.port}) over SSH")
+        how = "(this machine, no SSH)" if access.local else f"({node.private_ip}:{node.port}) over SSH"
+        on_line(f"checking {node.hostname} {how}")
         lines: list[str] = []
 
         def sink(line: str) -> None:

@@ -28,7 +28,7 @@ from drivers.provisioners.base import (
     ProvisionFailed,
     work_dir_script,
 )
-from drivers.ssh import CommandFailed, SSHConnection, SSHError, connect
+from drivers.ssh import CommandFailed, Connection, SSHError, connect
 
 KUBECONFIG_PATH = "inventory/artifacts/admin.conf"
 PID_FILE = "playbook.pid"
@@ -94,7 +94,7 @@ class KubesprayProvisioner(Provisioner):
         self.ssh_private_key = ssh_private_key
         self._running: tuple[NodeAccess, str] | None = None
 
-    def _prepare(self, conn: SSHConnection, nodes: Sequence[ClusterNode], on_line: LineSink) -> str:
+    def _prepare(self, conn: Connection, nodes: Sequence[ClusterNode], on_line: LineSink) -> str:
         """Create the work dir, write the inventory and the key; returns the work dir's absolute path."""
         result = conn.run(
             ["sh", "-c", work_dir_script(), "primus", WORK_ROOT, self.cluster_id, "inventory"], timeout=60
@@ -115,8 +115,11 @@ class KubesprayProvisioner(Provisioner):
         *,
         limit: str | None = None,
         extra_vars: Mapping[str, Any] | None = None,
-    ) -> tuple[SSHConnection, str]:
+    ) -> tuple[Connection, str]:
         """Run `playbook` from the first control-plane node; returns the open connection and work dir."""
+        local = [n.node.node_id for n in nodes if n.local]
+        if local:
+            raise ProvisionFailed(f"kubespray cannot provision local nodes ({', '.join(local)}): use hosts")
         runner = next((n for n in nodes if n.node.is_control_plane), nodes[0])
         conn = self._connect(runner)
         try:
