@@ -115,6 +115,9 @@ class ClusterActivities:
         return control + [n for n in by_id.values() if n.id not in cluster.control_plane_nodes]
 
     async def _credentials(self, cluster: Cluster) -> SSHCredentials:
+        """The cluster's SSH login; none (an empty one) for a cluster of local nodes without a secret."""
+        if not cluster.ssh_secret_id:
+            return SSHCredentials(username="")
         try:
             async with self._sessions() as session:
                 return await ssh_credentials(session, self._box, secret_id=cluster.ssh_secret_id)
@@ -134,8 +137,9 @@ class ClusterActivities:
                     username=creds.username,
                     password=creds.password,
                     private_key_pem=creds.private_key_pem,
-                    known_fingerprint=n.host_key_fingerprint or None,
+                    known_fingerprint=None if n.local else n.host_key_fingerprint or None,
                 ),
+                local=n.local,
             )
             for n in nodes
         ]

@@ -36,10 +36,11 @@ from domain.errors import PrimusError
 from domain.failures import Failure
 from domain.logs import LogResource
 from domain.timefmt import utcnow
+from drivers.local import LocalConnection
 from drivers.ssh import (
     CommandFailed,
+    Connection,
     ConnectionPool,
-    SSHConnection,
     SSHError,
     SSHTarget,
     Unreachable,
@@ -114,11 +115,14 @@ class NodeActivities:
         )
 
     @contextlib.asynccontextmanager
-    async def _ssh(
-        self, node: Node, *, reuse: bool = True, keep: bool = True
-    ) -> AsyncIterator[SSHConnection]:
+    async def _ssh(self, node: Node, *, reuse: bool = True, keep: bool = True) -> AsyncIterator[Connection]:
         """A logged-in connection: from the pool when `reuse`, back into it afterwards when `keep`
-        (consecutive steps share one login); closed when the block raises."""
+        (consecutive steps share one login); closed when the block raises. A local node gets the
+        local transport (this machine, the worker's user): same steps, no SSH."""
+        if node.local:
+            with LocalConnection() as local:
+                yield local
+            return
         target = await self._target(node)
         conn = self._pool.take(target) if reuse else None
         if conn is None:
@@ -172,7 +176,7 @@ class NodeActivities:
         return node
 
     async def _run_logged(
-        self, conn: SSHConnection, node_id: str, argv: list[str], *, limit: float, beat: Callable[[], None]
+        self, conn: Connection, node_id: str, argv: list[str], *, limit: float, beat: Callable[[], None]
     ) -> None:
         """Run a command, storing each output line as a node log line while it runs."""
         loop = asyncio.get_running_loop()
@@ -213,7 +217,10 @@ class NodeActivities:
                     await _append(session, node_id, [f"trusted host key {fingerprint} on first use"])
 
             await self._write(trust)
-        await self._log(node_id, f"reached {node.private_ip}:{node.port} over SSH")
+        where = "this machine (local node, no SSH)"
+        if not node.local:
+            where = f"{node.private_ip}:{node.port} over SSH"
+        await self._log(node_id, f"reached {where}")
         return conn.host_fingerprint
 
     @activity.defn(name="node.set_hostname")
@@ -334,13 +341,13 @@ class NodeActivities:
                             )
                 except SSHError as err:
                     raise _ssh_failure(err) from err
-        else:
+        elif not node.local:
             self._pool.discard(await self._target(node))
         await self._write(partial(record, installed=True))
         return done
 
     async def _install_one(
-        self, conn: SSHConnection, node_id: str, index: int, addons: list[str], template_cmd: list[str]
+        self, conn: Connection, node_id: str, index: int, addons: list[str], template_cmd: list[str]
     ) -> None:
         name = addons[index]
         step = {"step": rules.STEP_TITLES["addons"], "index": index, "addon": name}

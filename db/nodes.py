@@ -21,7 +21,8 @@ from domain.nodes import Hold, UnavailableReason, availability
 
 
 class Node(Base):
-    """A machine reached over SSH. Spec fields are written by the API, status fields by activities."""
+    """A machine reached over SSH (or, when `local`, this machine). Spec fields are written by the
+    API, status fields by activities."""
 
     __tablename__ = "nodes"
 
@@ -41,6 +42,10 @@ class Node(Base):
     cluster_id: Mapped[str] = mapped_column(String(63), default="", index=True)
     workspace_id: Mapped[str] = mapped_column(String(63), default="", index=True)
     is_control_plane: Mapped[bool] = mapped_column(Boolean, default=False)
+    local: Mapped[bool] = mapped_column(Boolean, default=False)
+    """The node is this machine (the worker's host, `primus-safe up`): onboarding, probes and
+    provisioning run through the local transport (`drivers.local`) instead of SSH, and workloads
+    through `HostNode(ssh=None)`. Set at registration, never changed."""
 
     phase: Mapped[str] = mapped_column(String(32), default="")
     step: Mapped[str] = mapped_column(String(32), default="")
@@ -69,6 +74,11 @@ class Node(Base):
         lazy="selectin", cascade="all, delete-orphan", passive_deletes=True, order_by="NodeHold.reason"
     )
     """Reasons outside onboarding that keep the node unavailable (faults, reboots, ops jobs)."""
+
+    @property
+    def is_local(self) -> bool:
+        """The node is this machine: reach it with the local transport / `HostNode(ssh=None)`."""
+        return self.local
 
     @property
     def is_addons_installed(self) -> bool:

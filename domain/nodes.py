@@ -102,6 +102,10 @@ def addon_name_error(name: str) -> str | None:
     return None
 
 
+LOCAL_NODE_ID = "local"
+"""The id of the node that is this machine (`local` nodes): there is at most one."""
+
+
 def new_node_id(hostname: str | None, private_ip: str) -> str:
     """The node id: the normalised host name (or IP) with dots as '-', plus '-' and 5 random chars."""
     base = normalize_name(hostname or private_ip).replace(".", "-").replace(":", "-")

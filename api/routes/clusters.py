@@ -123,6 +123,17 @@ async def _usable_node(session: Session, node_id: str) -> Node:
     return node
 
 
+def _check_transport(node: Node, provisioner: str, ssh_secret_id: str) -> None:
+    """A remote node needs the cluster's SSH secret; a local node (this machine) needs none but
+    only the `hosts` provisioner can use it."""
+    if node.local and provisioner != "hosts":
+        raise Invalid(
+            f"the node({node.id}) is local: only the hosts provisioner can use it, not {provisioner}"
+        )
+    if not node.local and not ssh_secret_id:
+        raise Invalid(f"sshSecretId: Field required (the node({node.id}) is reached over SSH)")
+
+
 def _attributes(
     resource_type: str, resource_id: str, cluster_id: str, phase: str, user: str
 ) -> TypedSearchAttributes:
@@ -160,11 +171,12 @@ async def create_cluster(
     provisioner = body.provisioner or state.settings.cluster_provisioner
     if await db.get_cluster(session, cluster_id=cluster_id) is not None:
         raise Conflict(f"cluster {cluster_id} already exists")
-    await _check_secret(session, body.ssh_secret_id, "ssh", "sshSecretId")
+    if body.ssh_secret_id is not None:
+        await _check_secret(session, body.ssh_secret_id, "ssh", "sshSecretId")
     if body.image_secret_id:
         await _check_secret(session, body.image_secret_id, "image", "imageSecretId")
     for node_id in body.nodes:
-        await _usable_node(session, node_id)
+        _check_transport(await _usable_node(session, node_id), provisioner, body.ssh_secret_id or "")
     now = utcnow()
     cluster = Cluster(
         id=cluster_id,
@@ -173,7 +185,7 @@ async def create_cluster(
         is_protected=body.is_protected,
         provisioner=provisioner,
         control_plane_nodes=list(body.nodes),
-        ssh_secret_id=body.ssh_secret_id,
+        ssh_secret_id=body.ssh_secret_id or "",
         image_secret_id=body.image_secret_id or "",
         kube_spray_image=body.kube_spray_image,
         kube_pods_subnet=body.kube_pods_subnet,
@@ -336,6 +348,8 @@ async def manage_cluster_nodes(
         refusal = rules.manage_refusal(node, cluster_id=cluster.id, action=body.action)
         if refusal:
             raise Conflict(refusal)
+        if adding:
+            _check_transport(node, cluster.provisioner, cluster.ssh_secret_id)
         todo.append(node_id)
     if not todo:
         return ManageNodesResponse(total_count=len(body.node_ids), success_count=done)

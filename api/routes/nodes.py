@@ -132,6 +132,7 @@ def node_detail(
         port=node.port,
         ssh_secret_id=node.ssh_secret_id,
         host_key_fingerprint=node.host_key_fingerprint,
+        local=node.local,
         phase_changed_time=format_time(node.phase_changed_at),
         last_probe_time=format_time(node.last_probe_at),
     )
@@ -173,6 +174,21 @@ async def _check_references(
             raise NotFound("Secret", secret_id)
         if secret.type != "ssh":
             raise Invalid(f"sshSecretId: secret {secret_id} is of type {secret.type}, not ssh")
+
+
+async def _check_local(session: Session, state: State, body: CreateNodeRequest) -> None:
+    """A local node runs commands as the worker's user on the worker's machine: only the embedded
+    platform (`primus-safe up`, dev mode) has its worker here, and only one such node exists."""
+    if not state.settings.dev_mode:
+        raise Invalid(
+            "local: local nodes exist only under `primus-safe up`, whose worker runs on this machine"
+        )
+    if body.hostname:
+        raise Invalid("hostname: a local node keeps this machine's host name")
+    if body.ssh_secret_id is not None:
+        raise Invalid("sshSecretId: a local node is reached without SSH")
+    if await db.get_node(session, node_id=rules.LOCAL_NODE_ID, include_deleting=True) is not None:
+        raise Conflict(f"the local node {rules.LOCAL_NODE_ID} already exists")
 
 
 async def _check_ip_free(session: Session, private_ip: str, node_id: str | None = None) -> None:
@@ -241,15 +257,19 @@ async def create_node(
     body: CreateNodeRequest, caller: Admin, session: Session, state: State
 ) -> CreateNodeResponse:
     """Checks the references, records the node and starts its onboarding workflow."""
+    if body.local:
+        await _check_local(session, state, body)
+    elif body.ssh_secret_id is None:
+        raise Invalid("sshSecretId: Field required (only a local node has none)")
     await _check_references(
         session, flavor_id=body.flavor_id, template_id=body.template_id, secret_id=body.ssh_secret_id
     )
     await _check_ip_free(session, body.private_ip)
     now = utcnow()
     node = Node(
-        id=rules.new_node_id(body.hostname, body.private_ip),
+        id=rules.LOCAL_NODE_ID if body.local else rules.new_node_id(body.hostname, body.private_ip),
         hostname=body.hostname or "",
-        node_name=body.hostname or body.private_ip,
+        node_name=rules.LOCAL_NODE_ID if body.local else body.hostname or body.private_ip,
         private_ip=body.private_ip,
         public_ip=body.public_ip or "",
         port=body.port,
@@ -257,7 +277,8 @@ async def create_node(
         taints=[],
         flavor_id=body.flavor_id,
         template_id=body.template_id,
-        ssh_secret_id=body.ssh_secret_id,
+        ssh_secret_id=body.ssh_secret_id or "",
+        local=body.local,
         cluster_id="",
         workspace_id="",
         is_control_plane=False,

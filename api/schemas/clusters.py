@@ -68,7 +68,7 @@ class CreateClusterRequest(RequestModel):
     name: ClusterName = Field(examples=["prod-cluster"])
     description: LongText = ""
     nodes: NodeIds = Field(description="control-plane node ids")
-    ssh_secret_id: ResourceId
+    ssh_secret_id: ResourceId | None = Field(default=None, description="Required unless every node is local")
     image_secret_id: ResourceId | None = None
     kube_spray_image: Annotated[str, StringConstraints(max_length=512), AfterValidator(_image)] = Field(
         examples=["quay.io/kubespray/kubespray:v2.24.0"]

@@ -67,7 +67,11 @@ Taints = Annotated[list[TaintSpec], Field(max_length=64), AfterValidator(_taints
 
 
 class CreateNodeRequest(RequestModel):
-    """Register a machine. hostname defaults to privateIP (and is then not set on the machine)."""
+    """Register a machine. hostname defaults to privateIP (and is then not set on the machine).
+
+    `local: true` registers the machine the platform runs on (only under `primus-safe up`, whose
+    worker runs here): its id is `local`, it is reached without SSH (no sshSecretId) and keeps
+    its host name."""
 
     hostname: Hostname | None = Field(default=None, examples=["gpu-node-001"])
     private_ip: IPAddress = Field(alias="privateIP", examples=["192.168.1.100"])
@@ -76,7 +80,8 @@ class CreateNodeRequest(RequestModel):
     labels: Labels | None = Field(default=None, max_length=64)
     flavor_id: ResourceId
     template_id: ResourceId
-    ssh_secret_id: ResourceId
+    ssh_secret_id: ResourceId | None = Field(default=None, description="Required unless local")
+    local: bool = Field(default=False, description="This machine, reached without SSH (`primus-safe up`)")
 
 
 class CreateNodeResponse(ResponseModel):
@@ -160,6 +165,7 @@ class NodeDetail(NodeItem):
     port: int
     ssh_secret_id: str
     host_key_fingerprint: str
+    local: bool = Field(description="The node is the machine the platform runs on, reached without SSH")
     phase_changed_time: str = Field(description="When the phase last changed")
     last_probe_time: str = Field(description="When the scheduled probe last checked the node")
 
