@@ -27,6 +27,7 @@ from primus_safe.embedded import (
     embedded_services,
     ensure_port_free,
 )
+from primus_safe.local_node import run_local_node
 from primus_safe.serve import api_server, connections, run_until_stopped
 from primus_safe.settings import Settings, SettingsError
 from primus_safe.temporal import ensure_search_attributes
@@ -153,6 +154,17 @@ def print_urls(settings: Settings, ports: EmbeddedPorts, services: list[Embedded
     console.print("Press Ctrl-C to stop.")
 
 
+def say(line: str) -> None:
+    """One progress line of a background step of `up`."""
+    console.print(escape(line), highlight=False)
+
+
+async def _cancel_on(stop: asyncio.Event, task: asyncio.Task[Any]) -> None:
+    """Cancel `task` as soon as `stop` is set (before the API it calls shuts down)."""
+    await stop.wait()
+    task.cancel()
+
+
 async def run_embedded(settings: Settings, ports: EmbeddedPorts) -> int:
     """Start the embedded services, the worker and the API; stop them in reverse on a signal."""
     stop = asyncio.Event()
@@ -167,12 +179,23 @@ async def run_embedded(settings: Settings, ports: EmbeddedPorts) -> int:
         async with connections(settings) as conn:
             await ensure_search_attributes(conn.temporal, settings.temporal_namespace)
             report_admin(await ensure_admin(conn.sessions, settings))
-            await run_until_stopped(
-                stop,
-                api=api_server(settings, "127.0.0.1", ports.api),
-                worker=conn.worker(),
-                on_ready=lambda: print_urls(settings, ports, services),
-            )
+            server = api_server(settings, "127.0.0.1", ports.api)
+            background: list[asyncio.Task[Any]] = []
+
+            def ready() -> None:
+                print_urls(settings, ports, services)
+                if not settings.local_node:
+                    console.print("Local node: off (--no-local-node or PRIMUS_LOCAL_NODE=false).")
+                    return
+                setup = asyncio.create_task(run_local_node(server.config.app, conn.sessions, settings, say))
+                background.extend([setup, asyncio.create_task(_cancel_on(stop, setup))])
+
+            try:
+                await run_until_stopped(stop, api=server, worker=conn.worker(), on_ready=ready)
+            finally:
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
         return 0
     except EmbeddedServiceError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
@@ -195,10 +218,17 @@ def up(
     temporal_port: int = typer.Option(7233, "--temporal-port", help="Temporal frontend (gRPC) port."),
     ui_port: int = typer.Option(8233, "--ui-port", help="Temporal UI port."),
     registry_port: int = typer.Option(5000, "--registry-port", help="Embedded image registry port."),
+    local_node: bool | None = typer.Option(
+        None,
+        "--local-node/--no-local-node",
+        help="Register this machine as node `local` with a hosts cluster and a default workspace "
+        "(default: PRIMUS_LOCAL_NODE, true).",
+    ),
 ) -> None:
     """Run everything in one process tree: Temporal dev server, migrations, worker and API."""
     settings = load_settings(
         dev_mode=True,
+        local_node=local_node,
         data_dir=data_dir.resolve() if data_dir else None,
         temporal_address=f"127.0.0.1:{temporal_port}",
         api_host="127.0.0.1",

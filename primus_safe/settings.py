@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography.fernet import Fernet
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from db.urls import async_url as async_url  # re-exported: the URL helpers live with the database
 from db.urls import sync_url as sync_url
+from domain import quantity as q
 from domain.clusters import ClusterTimings
 from domain.config import ClusterConfig, ImageConfig, InternalRegistry, NodeConfig, SSHConfig
 from domain.node_flavors import ReservePercents
@@ -145,6 +146,21 @@ class Settings(BaseSettings):
     cluster_heartbeat_timeout_seconds: int = 60
     node_addon_dir: Path | None = None
     """Directory of addon scripts `<name>.sh`; default: the shipped `domain/addons`."""
+
+    local_node: bool = True
+    """`primus-safe up` registers this machine as the node `local`, in the `hosts` cluster `local`
+    with the default workspace `local-default` (`--no-local-node` turns it off)."""
+    local_node_cpu: int | None = Field(default=None, ge=1)
+    """CPU cores the local node offers to workloads; default half of this machine's (at least 1)."""
+    local_node_memory: str | None = None
+    """Memory the local node offers to workloads (a quantity such as `16Gi`); default half."""
+
+    @field_validator("local_node_memory")
+    @classmethod
+    def _memory_quantity(cls, value: str | None) -> str | None:
+        if value is not None and q.parse(value) <= 0:
+            raise ValueError("must be a positive quantity such as 16Gi")
+        return value
 
     # --- typed configuration for the layers below the composition root ----------------------
 

@@ -127,6 +127,21 @@ async def login(http: httpx.AsyncClient, name: str, password: str) -> dict[str, 
     return {"Authorization": f"Bearer {resp.json()['token']}"}
 
 
+async def wait_local_node(
+    http: httpx.AsyncClient, admin: dict[str, str], proc: CliProcess, within: float = 180
+) -> None:
+    """Wait until `up` says the local node, its cluster and the default workspace are ready."""
+    deadline = time.monotonic() + within
+    while "local node: ready" not in proc.stdout:
+        assert "local node: set-up failed" not in proc.stdout, proc.output()
+        assert time.monotonic() < deadline, proc.output()
+        await asyncio.sleep(0.5)
+    workspace = (await http.get(f"{API}/api/v1/workspaces/local-default", headers=admin)).json()
+    assert workspace["phase"] == "Running" and workspace["isDefault"] is True, workspace
+    node = (await http.get(f"{API}/api/v1/nodes/local", headers=admin)).json()
+    assert node["phase"] == "Ready" and node["local"] is True, node
+
+
 async def test_up_runs_everything_and_keeps_state_across_restarts(
     tmp_path: Path, processes: list[CliProcess]
 ) -> None:
@@ -144,7 +159,9 @@ async def test_up_runs_everything_and_keeps_state_across_restarts(
         "--registry-port",
         str(REGISTRY_PORT),
     ]
-    first = CliProcess(args, clean_env(), tmp_path)
+    home = tmp_path / "home"  # the local node's commands (hosts cluster directories) run here
+    home.mkdir()
+    first = CliProcess([*args, "--no-local-node"], clean_env(HOME=str(home)), tmp_path)
     processes.append(first.start())
     await first.wait_ready(f"{API}/readyz")
 
@@ -165,6 +182,8 @@ async def test_up_runs_everything_and_keeps_state_across_restarts(
         assert resp.status_code == 200, resp.text
         assert (await http.get(f"http://127.0.0.1:{UI_PORT}/")).status_code == 200
         assert (await http.get(f"{API}/docs")).status_code == 200
+        assert "Local node: off" in first.stdout
+        assert (await http.get(f"{API}/api/v1/nodes", headers=admin)).json()["totalCount"] == 0
 
     temporal = await Client.connect(f"127.0.0.1:{TEMPORAL_PORT}")
     schedules = [s.id async for s in await temporal.list_schedules()]
@@ -182,13 +201,16 @@ async def test_up_runs_everything_and_keeps_state_across_restarts(
         assert not (data / f"{name}.pid").exists()
     assert (data / "temporal.log").stat().st_size > 0
 
-    second = CliProcess(args, clean_env(), tmp_path)
+    second = CliProcess(args, clean_env(HOME=str(home)), tmp_path)  # the local node by default
     processes.append(second.start())
     await second.wait_ready(f"{API}/readyz")
     assert "password" not in second.stdout.lower()
     async with httpx.AsyncClient(timeout=30) as http:
         await login(http, "kept-user", "password-123")
-        await login(http, "root", password)
+        admin = await login(http, "root", password)
+        await wait_local_node(http, admin, second)
+        for path in ("nodes", "clusters", "workspaces"):
+            assert (await http.get(f"{API}/api/v1/{path}", headers=admin)).json()["totalCount"] == 1
 
     temporal = await Client.connect(f"127.0.0.1:{TEMPORAL_PORT}")
     assert "system/token-purge" in [s.id async for s in await temporal.list_schedules()]
