@@ -12,6 +12,7 @@ Temporal suggests it, carrying a pending signal over, and ends when the workspac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
@@ -79,7 +80,8 @@ class WorkspaceSchedulerWorkflow:
         period = timedelta(seconds=params.period_seconds)
         while True:
             enter_phase("Waiting")
-            await workflow.wait_condition(lambda: self._changed, timeout=period)
+            with contextlib.suppress(TimeoutError):  # the period passed: a periodic cycle
+                await workflow.wait_condition(lambda: self._changed, timeout=period)
             why = ", ".join(self._reasons) or ("periodic" if not self._changed else "start")
             self._changed, self._reasons = False, []
             enter_phase("Deciding")
