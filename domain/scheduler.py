@@ -706,11 +706,11 @@ class _Cycle:
                 amount = dict(items)[name]
                 return (
                     f"Insufficient {_short_name(name)}{where} due to node fragmentation: needs "
-                    f"{replicas} nodes with {format_amount(name, amount)} free, {_has(counts[name])}"
+                    f"{_plural(replicas, 'node')} with {format_amount(name, amount)} free, {_has(counts[name])}"
                 )
             wants = " and ".join(f"{format_amount(n, a)} {_short_name(n)}" for n, a in items)
             return (
-                f"Insufficient resources{where} due to node fragmentation: needs {replicas} nodes with "
+                f"Insufficient resources{where} due to node fragmentation: needs {_plural(replicas, 'node')} with "
                 f"{wants} free, {_has(combined)}"
             )
         rooms = {
