@@ -4,13 +4,24 @@ HostDriver, the workspace scheduler and the `workload/<id>` workflow."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
+from domain.timefmt import parse_time
 from tests.conftest import Platform
+from tests.fixtures.polling import poll_json, until
 from tests.fixtures.sshd import SSHFarm, SSHHost, sshd_farm
-from tests.fixtures.workloads import WL, HostCluster, add_host_cluster, add_workspace, submit, wait_phase, workload_body
+from tests.fixtures.workloads import (
+    WL,
+    HostCluster,
+    add_host_cluster,
+    add_workspace,
+    submit,
+    wait_phase,
+    workload_body,
+)
 
 SSH_PORT = 16470
 
@@ -27,7 +38,9 @@ def hosts(farm: SSHFarm) -> list[SSHHost]:
 
 
 @pytest.fixture
-async def cluster(api: httpx.AsyncClient, platform: Platform, farm: SSHFarm, hosts: list[SSHHost]) -> HostCluster:
+async def cluster(
+    api: httpx.AsyncClient, platform: Platform, farm: SSHFarm, hosts: list[SSHHost]
+) -> HostCluster:
     return await add_host_cluster(platform, farm, hosts)
 
 
@@ -54,4 +67,114 @@ async def test_pytorchjob_on_two_nodes_succeeds_with_both_logs(
         logs = await api.get(f"{WL}/{workload_id}/pods/{pod}/logs", headers=admin)
         assert logs.status_code == 200, logs.text
         assert logs.json()["logs"][0].startswith(f"rank={rank} world=2 master={master_ip} gpus=")
-    assert detail["nodes"] == [sorted(cluster.node_ids, key=lambda n: pods[f"{workload_id}-master-0"]["nodeName"] != n)]
+    assert detail["nodes"] == [
+        sorted(cluster.node_ids, key=lambda n: pods[f"{workload_id}-master-0"]["nodeName"] != n)
+    ]
+
+
+async def test_exit_1_with_max_retry_2_runs_three_times_then_fails_with_details(
+    api: httpx.AsyncClient, admin: dict[str, str], cluster: HostCluster
+) -> None:
+    workspace_id = await add_workspace(api, admin, cluster, "retry")
+    body = workload_body(workspace_id, 'echo "boom on run $DISPATCH_COUNT"; exit 1', maxRetry=2)
+    workload_id = await submit(api, admin, body)
+    detail = await wait_phase(api, admin, workload_id, "Succeeded", "Failed", within=90)
+    assert detail["phase"] == "Failed"
+    assert detail["dispatchCount"] == 3
+    failovers = [c for c in detail["conditions"] if c["type"] == "AdminFailover"]
+    assert [c["reason"] for c in failovers] == ["run_1_times", "run_2_times"]
+    assert "failed after 3 runs" in detail["message"]
+    assert "main=1" in detail["message"] or "pytorch=1" in detail["message"], detail["message"]
+    assert "boom on run 3" in detail["message"]
+    assert detail["endTime"] and detail["secondsUntilTimeout"] == 0
+
+
+async def test_timeout_stops_the_workload(
+    api: httpx.AsyncClient, admin: dict[str, str], cluster: HostCluster
+) -> None:
+    workspace_id = await add_workspace(api, admin, cluster, "timeout")
+    workload_id = await submit(api, admin, workload_body(workspace_id, "sleep 300", timeout=2))
+    running = await wait_phase(api, admin, workload_id, "Running")
+    assert 0 <= running["secondsUntilTimeout"] <= 2
+    detail = await wait_phase(api, admin, workload_id, "Stopped", "Failed", "Succeeded", within=30)
+    assert detail["phase"] == "Stopped"
+    assert detail["message"] == "the workload timed out after 2 s"
+    assert detail["conditions"][-1]["type"] == "AdminStopped"
+    await _no_pods_left(api, admin, workload_id)
+
+
+async def _no_pods_left(api: httpx.AsyncClient, admin: dict[str, str], workload_id: str) -> None:
+    async def gone() -> bool:
+        detail = (await api.get(f"{WL}/{workload_id}", headers=admin)).json()
+        logs = await api.get(f"{WL}/{workload_id}/pods/{detail['pods'][0]['podId']}/logs", headers=admin)
+        return logs.status_code == 404
+
+    await until(gone, within=30)
+
+
+async def test_stop_answers_when_stopped_and_removes_the_pods(
+    api: httpx.AsyncClient, admin: dict[str, str], cluster: HostCluster
+) -> None:
+    workspace_id = await add_workspace(api, admin, cluster, "stop")
+    workload_id = await submit(api, admin, workload_body(workspace_id, "sleep 300"))
+    await wait_phase(api, admin, workload_id, "Running")
+    resp = await api.post(f"{WL}/{workload_id}/stop", headers=admin)
+    assert resp.status_code == 200, resp.text
+    detail = (await api.get(f"{WL}/{workload_id}", headers=admin)).json()
+    assert detail["phase"] == "Stopped"
+    assert detail["message"] == "the workload is stopped by root"
+    await _no_pods_left(api, admin, workload_id)
+    # the queue gave its capacity back
+    queue = (await api.get(f"/api/v1/workspaces/{workspace_id}/queue", headers=admin)).json()
+    assert queue["admittedCount"] == 0
+    resp = await api.post(f"/api/custom/workloads/{workload_id}/stop", headers=admin)
+    assert resp.status_code == 200  # stopping an ended workload changes nothing
+    resp = await api.delete(f"{WL}/{workload_id}", headers=admin)
+    assert resp.status_code == 200
+    assert (await api.get(f"{WL}/{workload_id}", headers=admin)).status_code == 404
+    listed = (await api.get(WL, params={"workspaceId": workspace_id}, headers=admin)).json()
+    assert listed["totalCount"] == 0
+
+
+async def test_dependencies_wait_and_a_failed_one_fails_the_dependent(
+    api: httpx.AsyncClient, admin: dict[str, str], cluster: HostCluster
+) -> None:
+    workspace_id = await add_workspace(api, admin, cluster, "deps")
+    first = await submit(api, admin, workload_body(workspace_id, "sleep 2; echo first"))
+    second = await submit(api, admin, workload_body(workspace_id, "echo second", dependencies=[first]))
+    waiting = await poll_json(
+        api, admin, f"{WL}/{second}", lambda b: "Waiting for dependency" in b["message"]
+    )
+    assert waiting["phase"] == "Pending" and first in waiting["message"]
+    assert (await wait_phase(api, admin, second, "Succeeded", "Failed"))["phase"] == "Succeeded"
+    first_detail = (await api.get(f"{WL}/{first}", headers=admin)).json()
+    assert first_detail["endTime"] <= (await api.get(f"{WL}/{second}", headers=admin)).json()["startTime"]
+
+    failing = await submit(api, admin, workload_body(workspace_id, "sleep 1; exit 3"))
+    dependent = await submit(api, admin, workload_body(workspace_id, "echo never", dependencies=[failing]))
+    detail = await wait_phase(api, admin, dependent, "Failed", "Succeeded", within=60)
+    assert detail["phase"] == "Failed"
+    assert detail["message"] == f"dependency workload {failing} failed"
+    assert detail["dispatchCount"] == 0
+
+
+async def test_cron_start_waits_without_blocking_the_queue(
+    api: httpx.AsyncClient, admin: dict[str, str], cluster: HostCluster
+) -> None:
+    workspace_id = await add_workspace(api, admin, cluster, "cron", replica=1)
+    start = datetime.now(UTC) + timedelta(seconds=4)
+    later = await submit(
+        api,
+        admin,
+        workload_body(
+            workspace_id, "echo later", cronJobs=[{"schedule": start.strftime("%Y-%m-%dT%H:%M:%S.000Z")}]
+        ),
+    )
+    now = await submit(api, admin, workload_body(workspace_id, "echo now"))
+    waiting = await poll_json(api, admin, f"{WL}/{later}", lambda b: b["message"] != "", within=10)
+    assert waiting["phase"] == "Pending" and waiting["message"].startswith("Waiting for start time")
+    assert (await wait_phase(api, admin, now, "Succeeded", "Failed"))["phase"] == "Succeeded"
+    assert (await api.get(f"{WL}/{later}", headers=admin)).json()["dispatchCount"] == 0
+    detail = await wait_phase(api, admin, later, "Succeeded", "Failed", within=30)
+    assert detail["phase"] == "Succeeded"
+    assert parse_time(detail["startTime"]) >= start.replace(microsecond=0)

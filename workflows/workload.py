@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -63,6 +64,12 @@ WATCH_RETRY = RetryPolicy(
 """The watch retries for as long as the cluster is away (a worker restart resumes it)."""
 
 
+async def _wait(condition: Callable[[], bool], limit: timedelta | float | None) -> None:
+    """Wait until `condition` holds or `limit` has passed (a durable timer), whichever is first."""
+    with contextlib.suppress(TimeoutError):
+        await workflow.wait_condition(condition, timeout=limit)
+
+
 @dataclass(frozen=True)
 class _Rerun:
     """Another run follows: `why` it does; `requeued` when the scheduler queued it again itself
@@ -90,6 +97,7 @@ class WorkloadWorkflow:
         self._dependency_ended = False
         self._patches: list[life.PatchRequest] = []
         self._ended = False
+        self._hidden = False
         self._step = "Starting"
         self._deadline: float | None = None
         self._started_at: float | None = None
@@ -126,11 +134,11 @@ class WorkloadWorkflow:
 
     @workflow.update(name=life.DELETE_UPDATE)
     async def delete(self, message: str) -> None:
-        """Stop it if it runs and hide the record; answers once it is stopped."""
+        """Stop it if it runs and hide the record; answers once the record is hidden."""
         self._delete = True
         if not self._stop:
             self._stop = message or "the workload is deleted"
-        await workflow.wait_condition(lambda: self._ended)
+        await workflow.wait_condition(lambda: self._hidden)
 
     @workflow.update(name=life.PATCH_UPDATE)
     async def patch(self, patch: life.PatchRequest) -> None:
@@ -257,16 +265,14 @@ class WorkloadWorkflow:
             self._show(state.waiting, life.PENDING)
             await self._waiting(state.waiting)
             self._dependency_ended = False
-            await workflow.wait_condition(
-                lambda: self._dependency_ended or bool(self._stop), timeout=DEPENDENCY_RECHECK
-            )
+            await _wait(lambda: self._dependency_ended or bool(self._stop), DEPENDENCY_RECHECK)
         if plan.start_at is not None and not self._stop:
             wait = (plan.start_at - workflow.now()).total_seconds()
             if wait > 0:
                 message = f"Waiting for start time {plan.start_at.strftime('%Y-%m-%dT%H:%M:%SZ')}"
                 self._show(message, life.PENDING)
                 await self._waiting(message)
-                await workflow.wait_condition(lambda: bool(self._stop), timeout=timedelta(seconds=wait))
+                await _wait(lambda: bool(self._stop), timedelta(seconds=wait))
         if self._stop:
             return self._stopped(plan.dispatch_count)
         await self._waiting("")
@@ -329,15 +335,14 @@ class WorkloadWorkflow:
         )
         self._show(f"run {count}: watching the pods (activity workload.watch)", life.RUNNING)
         while True:
-            with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(
-                    lambda: (
-                        watch.done()
-                        or bool(self._stop or self._evicted or self._fault or self._patches)
-                        or self._timed_out()
-                    ),
-                    timeout=self._seconds_left(),
-                )
+            await _wait(
+                lambda: (
+                    watch.done()
+                    or bool(self._stop or self._evicted or self._fault or self._patches)
+                    or self._timed_out()
+                ),
+                self._seconds_left(),
+            )
             if not watch.done():
                 if self._patches and not (self._stop or self._evicted or self._fault or self._timed_out()):
                     rollout = any(p.changes_pods() for p in self._patches)
@@ -404,11 +409,10 @@ class WorkloadWorkflow:
         """Keep the pods (and their logs) for the TTL, then remove them; hide the record on delete."""
         self._show(f"{phase}: keeping the pods for {plan.ttl_seconds} s", phase)
         if plan.ttl_seconds > 0 and not self._delete:
-            await workflow.wait_condition(lambda: self._delete, timeout=timedelta(seconds=plan.ttl_seconds))
-        await self._io(WorkloadActivities.remove_pods, plan.workload_id)
+            await _wait(lambda: self._delete, timedelta(seconds=plan.ttl_seconds))
         if self._delete:
             await record(WorkloadActivities.mark_deleted, plan.workload_id)
-            await workflow.wait_condition(workflow.all_handlers_finished)
-            return "deleted"
+            self._hidden = True
+        await self._io(WorkloadActivities.remove_pods, plan.workload_id)
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return phase
+        return "deleted" if self._delete else phase
