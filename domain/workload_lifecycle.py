@@ -178,7 +178,8 @@ class WorkloadWorkflowInput(BaseModel):
     poll_seconds: float = 2.0
     hang_seconds: int = 1200
     io_timeout_seconds: int = 120
-    ttl_check: bool = True
+    watch_heartbeat_seconds: int = Field(default=30, ge=1)
+    """How soon a watch whose worker died is retried elsewhere."""
 
 
 class Plan(BaseModel):

@@ -47,7 +47,6 @@ with workflow.unsafe.imports_passed_through():
     )
 
 DEPENDENCY_RECHECK = timedelta(seconds=60)
-WATCH_HEARTBEAT = timedelta(seconds=60)
 IO_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -330,7 +329,7 @@ class WorkloadWorkflow:
             ),
             task_queue=self._params.io_queue,
             start_to_close_timeout=timedelta(days=3650),
-            heartbeat_timeout=WATCH_HEARTBEAT,
+            heartbeat_timeout=timedelta(seconds=self._params.watch_heartbeat_seconds),
             retry_policy=WATCH_RETRY,
         )
         self._show(f"run {count}: watching the pods (activity workload.watch)", life.RUNNING)
