@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
@@ -38,6 +39,11 @@ from drivers.execution import DriverError, ExecutionDriver
 
 T = TypeVar("T")
 WRITE_ATTEMPTS = 6
+CONCURRENT_WRITES = 8
+"""Database transactions the workload activities of one worker run at once (the rest wait,
+instead of exhausting the connection pool when hundreds of watches report together)."""
+DRIVER_THREADS = 32
+
 LOG_TAIL_ON_FAILURE = 5
 HANG_CHECK_SECONDS = 10.0
 GONE_AFTER_POLLS = 3
@@ -105,12 +111,18 @@ class WorkloadActivities:
         self._sessions = sessions
         self._box = box
         self._timeout = request_timeout
+        self._writes = asyncio.Semaphore(CONCURRENT_WRITES)
+        self._threads = ThreadPoolExecutor(max_workers=DRIVER_THREADS, thread_name_prefix="driver")
+
+    async def _blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking driver call in the driver threads (not the loop's small default pool)."""
+        return await asyncio.get_running_loop().run_in_executor(self._threads, partial(fn, *args, **kwargs))
 
     async def _write(self, write: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Run `write` in its own transaction, retrying while SQLite reports the database locked."""
         for attempt in range(WRITE_ATTEMPTS):
             try:
-                async with self._sessions() as session, session.begin():
+                async with self._writes, self._sessions() as session, session.begin():
                     return await write(session)
             except OperationalError as exc:
                 if "locked" not in str(exc) or attempt == WRITE_ATTEMPTS - 1:
@@ -136,7 +148,7 @@ class WorkloadActivities:
         try:
             yield driver
         finally:
-            await asyncio.to_thread(driver.close)
+            await self._blocking(driver.close)
 
     # --- the record (control queue) ------------------------------------------------------------
 
@@ -275,7 +287,7 @@ class WorkloadActivities:
         rendered = await self._dispatch_of(workload, dispatch)
         async with self._driver(workload.cluster_id) as driver:
             try:
-                await asyncio.to_thread(driver.apply, rendered)
+                await self._blocking(driver.apply, rendered)
             except DriverError as exc:
                 if exc.status is not None and 400 <= exc.status < 500:
                     raise _fail(f"the cluster rejected the workload: {exc}", Failure.INVALID) from exc
@@ -296,7 +308,7 @@ class WorkloadActivities:
         workload = await self._record(workload_id)
         async with self._driver(workload.cluster_id) as driver:
             try:
-                await asyncio.to_thread(driver.delete, workload.workspace_id, workload.id, workload.kind)
+                await self._blocking(driver.delete, workload.workspace_id, workload.id, workload.kind)
             except DriverError as exc:
                 raise _fail(
                     f"cannot remove the pods: {exc}", Failure.CLUSTER_UNAVAILABLE, retryable=True
@@ -318,18 +330,24 @@ class WorkloadActivities:
             progress.last_output_at = time.time()
         last_hang_check = 0.0
         missing_polls = 0
+        shown: list[PodStatus] | None = None
+        pause = watch.poll_seconds
         async with self._driver(workload.cluster_id) as driver:
             while True:
                 pods = await self._pods(driver, workload)
-                await self._write(
-                    partial(
-                        workload_status.record_pods,
-                        workload_id=workload.id,
-                        dispatch_count=watch.dispatch_count,
-                        pods=pods,
-                        now=utcnow(),
+                if pods != shown:  # the first poll always writes: it may promote the phase
+                    await self._write(
+                        partial(
+                            workload_status.record_pods,
+                            workload_id=workload.id,
+                            dispatch_count=watch.dispatch_count,
+                            pods=pods,
+                            now=utcnow(),
+                        )
                     )
-                )
+                    shown, pause = pods, watch.poll_seconds
+                else:
+                    pause = min(pause * 1.5, max(watch.idle_poll_seconds, watch.poll_seconds))
                 progress.seen_pods = progress.seen_pods or bool(pods)
                 missing_polls = 0 if pods else missing_polls + 1
                 outcome = life.pods_outcome(pods, expected)
@@ -351,17 +369,17 @@ class WorkloadActivities:
                             message=f"no log output for {int(silent)} s (limit {watch.hang_seconds} s)",
                         )
                 activity.heartbeat(progress.model_dump())
-                await asyncio.sleep(watch.poll_seconds)
+                await asyncio.sleep(pause)
 
     async def _pods(self, driver: ExecutionDriver, workload: db.Workload) -> list[PodStatus]:
         try:
-            return await asyncio.to_thread(driver.list_pods, workload.workspace_id, workload.id)
+            return await self._blocking(driver.list_pods, workload.workspace_id, workload.id)
         except DriverError as exc:
             raise _fail(f"cannot read the pods: {exc}", Failure.CLUSTER_UNAVAILABLE, retryable=True) from exc
 
     async def _tail(self, driver: ExecutionDriver, workload: db.Workload, pod: str, lines: int) -> str:
         try:
-            return await asyncio.to_thread(
+            return await self._blocking(
                 driver.read_log,
                 workload.workspace_id,
                 pod,
@@ -404,11 +422,11 @@ class WorkloadActivities:
         try:
             async with self._driver(workload.cluster_id) as driver:
                 if request.what == "service":
-                    service = await asyncio.to_thread(
+                    service = await self._blocking(
                         driver.describe_service, workload.workspace_id, workload.id
                     )
                     return PodReadResult(service=service)
-                text = await asyncio.to_thread(
+                text = await self._blocking(
                     driver.read_log,
                     workload.workspace_id,
                     request.pod,

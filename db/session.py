@@ -22,10 +22,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def create_engine(url: str) -> AsyncEngine:
     """An async engine for `url` (already carrying its async driver)."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=20, max_overflow=20)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_async_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20)
 
 
 def session_factory(engine: AsyncEngine) -> SessionFactory:

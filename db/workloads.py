@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ColumnElement, Integer, String, Text, and_, func, select
+from sqlalchemy import JSON, Boolean, ColumnElement, Index, Integer, String, Text, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -26,6 +26,11 @@ class Workload(Base):
     """One submitted workload and where its lifecycle stands."""
 
     __tablename__ = "workloads"
+    __table_args__ = (
+        # the list's default order, without and with a workspace filter: a page reads its rows only
+        Index("ix_workloads_live_created", "is_deleted", "created_at", "id"),
+        Index("ix_workloads_workspace_live_created", "workspace_id", "is_deleted", "created_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(63), primary_key=True)
     display_name: Mapped[str] = mapped_column(String(63))

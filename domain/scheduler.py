@@ -704,14 +704,15 @@ class _Cycle:
             if short:
                 name = min(short, key=lambda n: (counts[n], _resource_order(n)))
                 amount = dict(items)[name]
+                nodes = _plural(replicas, "node")
                 return (
                     f"Insufficient {_short_name(name)}{where} due to node fragmentation: needs "
-                    f"{_plural(replicas, 'node')} with {format_amount(name, amount)} free, {_has(counts[name])}"
+                    f"{nodes} with {format_amount(name, amount)} free, {_has(counts[name])}"
                 )
             wants = " and ".join(f"{format_amount(n, a)} {_short_name(n)}" for n, a in items)
             return (
-                f"Insufficient resources{where} due to node fragmentation: needs {_plural(replicas, 'node')} with "
-                f"{wants} free, {_has(combined)}"
+                f"Insufficient resources{where} due to node fragmentation: needs "
+                f"{_plural(replicas, 'node')} with {wants} free, {_has(combined)}"
             )
         rooms = {
             name: sum(max(self.free[i][self.index[name]], 0) // amount for i in usable)

@@ -233,6 +233,8 @@ class Watch(BaseModel):
     workload_id: str
     dispatch_count: int
     poll_seconds: float = 2.0
+    idle_poll_seconds: float = 10.0
+    """While the pods do not change, polls slow down to this interval."""
     hang_seconds: int = 0
     """0: no supervision; else a run whose logs stay silent this long counts as failed."""
     long_running: bool = False

@@ -324,6 +324,7 @@ class WorkloadWorkflow:
                 workload_id=plan.workload_id,
                 dispatch_count=count,
                 poll_seconds=self._params.poll_seconds,
+                idle_poll_seconds=min(10.0, self._params.watch_heartbeat_seconds / 3),
                 hang_seconds=hang,
                 long_running=plan.kind in life.LONG_RUNNING_KINDS,
             ),

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from sqlalchemy.exc import IntegrityError
 from temporalio.client import WithStartWorkflowOperation
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
@@ -63,6 +64,7 @@ router = APIRouter(tags=["workloads"], responses=ERROR_RESPONSES)
 SHELLS = ["bash", "sh", "zsh"]
 MAX_CRON_AHEAD = timedelta(days=365) - timedelta(minutes=1)
 READ_TIMEOUT = timedelta(seconds=40)
+ID_ATTEMPTS = 5
 
 
 # --- access --------------------------------------------------------------------------------------
@@ -459,8 +461,51 @@ async def create_workload(
         problem = life.exceeds_flavor(life.request_per_pod(spec, gpu_name), allocatable)
         if problem:
             raise Invalid(problem)
-    workload_id = life.new_workload_id(body.display_name)
-    workload = Workload(
+    workload = await _record_new(session, caller, body, workspace, spec, gpu_name, now)
+    try:
+        await _start(state, workload)
+    except BaseException:
+        await session.delete(workload)
+        await session.commit()
+        raise
+    return views.CreateWorkloadResponse(workload_id=workload.id)
+
+
+async def _record_new(
+    session: Session,
+    caller: Caller,
+    body: views.CreateWorkloadRequest,
+    workspace: Workspace,
+    spec: WorkloadSpec,
+    gpu_name: str,
+    now: datetime,
+) -> Workload:
+    """Insert the workload Pending under a fresh `<displayName>-<suffix>` id (another suffix when
+    one is taken)."""
+    for _ in range(ID_ATTEMPTS):
+        workload = _new_record(
+            life.new_workload_id(body.display_name), caller, body, workspace, spec, gpu_name, now
+        )
+        db.add_workload(session, workload)
+        try:
+            await session.commit()
+        except IntegrityError:
+            await session.rollback()
+            continue
+        return workload
+    raise Conflict(f"could not find a free id for {body.display_name}; try again")
+
+
+def _new_record(
+    workload_id: str,
+    caller: Caller,
+    body: views.CreateWorkloadRequest,
+    workspace: Workspace,
+    spec: WorkloadSpec,
+    gpu_name: str,
+    now: datetime,
+) -> Workload:
+    return Workload(
         id=workload_id,
         display_name=body.display_name,
         description=body.description,
@@ -468,7 +513,7 @@ async def create_workload(
         cluster_id=workspace.cluster_id,
         user_id=caller.id,
         user_name=caller.user.name,
-        kind=kind,
+        kind=spec.kind,
         priority=spec.priority,
         spec=spec.model_dump(mode="json"),
         gpu_resource_name=gpu_name,
@@ -476,15 +521,6 @@ async def create_workload(
         created_at=now,
         updated_at=now,
     )
-    db.add_workload(session, workload)
-    await session.commit()
-    try:
-        await _start(state, workload)
-    except BaseException:
-        await session.delete(workload)
-        await session.commit()
-        raise
-    return views.CreateWorkloadResponse(workload_id=workload_id)
 
 
 @router.get("/workloads", response_model=ListResponse[views.WorkloadItem], summary="List workloads")
