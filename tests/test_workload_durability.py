@@ -22,9 +22,11 @@ from db.migrate import upgrade
 from primus_safe.bootstrap import ensure_admin
 from primus_safe.embedded import TemporalDevServer
 from tests.conftest import ADMIN_PASSWORD, Platform, login, make_settings
+from tests.fixtures.histories import replay_and_keep
 from tests.fixtures.sshd import SSHFarm, SSHHost, sshd_farm
 from tests.fixtures.worker_processes import WorkerProcesses
 from tests.fixtures.workloads import WL, add_host_cluster, add_workspace, submit, wait_phase, workload_body
+from workflows.workload import WorkloadWorkflow
 
 SSH_PORT = 16474
 TEMPORAL_PORT = 17320
@@ -128,3 +130,5 @@ async def test_killed_worker_and_restarted_server_run_the_entry_point_exactly_on
     assert sorted(lines) == sorted([f"{workload_id}-master-0 1", f"{workload_id}-worker-0 1"]), lines
     logs = await api.get(f"{WL}/{workload_id}/pods/{workload_id}-master-0/logs", headers=admin)
     assert logs.json()["logs"] == ["finished"]
+    handle = platform.state.temporal.get_workflow_handle(f"workload/{workload_id}")
+    await replay_and_keep(handle, [WorkloadWorkflow], "workload-worker-killed-server-restarted")

@@ -15,6 +15,7 @@ from db.workspaces import bound_nodes
 from domain.nodes import UnavailableReason
 from domain.timefmt import utcnow
 from tests.conftest import Platform
+from tests.fixtures.histories import replay_and_keep
 from tests.fixtures.polling import poll_json
 from tests.fixtures.sshd import SSHFarm, SSHHost, sshd_farm
 from tests.fixtures.workloads import (
@@ -26,6 +27,7 @@ from tests.fixtures.workloads import (
     wait_phase,
     workload_body,
 )
+from workflows.workload import WorkloadWorkflow
 
 SSH_PORT = 16472
 GPU = "amd.com/gpu"
@@ -125,7 +127,11 @@ async def test_an_unavailable_node_is_named_and_its_recovery_admits(
 
 
 async def test_priority_2_preempts_and_the_victim_requeues_and_succeeds(
-    api: httpx.AsyncClient, admin: dict[str, str], alice: dict[str, str], cluster: HostCluster
+    api: httpx.AsyncClient,
+    admin: dict[str, str],
+    alice: dict[str, str],
+    platform: Platform,
+    cluster: HostCluster,
 ) -> None:
     workspace_id = await add_workspace(api, admin, cluster, "preempt", enablePreempt=True, isDefault=True)
     victim = await submit(api, admin, gpu_job(workspace_id, "sleep 3; echo victim done", 8, replicas=2))
@@ -139,6 +145,8 @@ async def test_priority_2_preempts_and_the_victim_requeues_and_succeeds(
     assert detail["maxRetry"] == 0 and detail["dispatchCount"] == 2
     failovers = [c for c in detail["conditions"] if c["type"] == "AdminFailover"]
     assert len(failovers) == 1 and "preempted" in failovers[0]["message"]
+    handle = platform.state.temporal.get_workflow_handle(f"workload/{victim}")
+    await replay_and_keep(handle, [WorkloadWorkflow], "workload-preempted-then-succeeded")
 
 
 async def test_deployment_patched_to_two_replicas_rolls_out(

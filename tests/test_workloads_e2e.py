@@ -8,9 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.client import Client
 
 from domain.timefmt import parse_time
 from tests.conftest import Platform
+from tests.fixtures.histories import replay_and_keep
 from tests.fixtures.polling import poll_json, until
 from tests.fixtures.sshd import SSHFarm, SSHHost, sshd_farm
 from tests.fixtures.workloads import (
@@ -22,6 +25,7 @@ from tests.fixtures.workloads import (
     wait_phase,
     workload_body,
 )
+from workflows.workload import WorkloadWorkflow
 
 SSH_PORT = 16470
 
@@ -73,7 +77,7 @@ async def test_pytorchjob_on_two_nodes_succeeds_with_both_logs(
 
 
 async def test_exit_1_with_max_retry_2_runs_three_times_then_fails_with_details(
-    api: httpx.AsyncClient, admin: dict[str, str], cluster: HostCluster
+    api: httpx.AsyncClient, admin: dict[str, str], platform: Platform, cluster: HostCluster
 ) -> None:
     workspace_id = await add_workspace(api, admin, cluster, "retry")
     body = workload_body(workspace_id, 'echo "boom on run $DISPATCH_COUNT"; exit 1', maxRetry=2)
@@ -87,6 +91,8 @@ async def test_exit_1_with_max_retry_2_runs_three_times_then_fails_with_details(
     assert "main=1" in detail["message"] or "pytorch=1" in detail["message"], detail["message"]
     assert "boom on run 3" in detail["message"]
     assert detail["endTime"] and detail["secondsUntilTimeout"] == 0
+    handle = platform.state.temporal.get_workflow_handle(f"workload/{workload_id}")
+    await replay_and_keep(handle, [WorkloadWorkflow], "workload-failover-then-failed")
 
 
 async def test_timeout_stops_the_workload(
@@ -112,12 +118,36 @@ async def _no_pods_left(api: httpx.AsyncClient, admin: dict[str, str], workload_
     await until(gone, within=30)
 
 
+async def _listed(client: Client, query: str) -> list[str]:
+    """Workflow ids the visibility query finds (visibility trails a moment behind)."""
+    ids: list[str] = []
+
+    async def found() -> bool:
+        ids[:] = [w.id async for w in client.list_workflows(query)]
+        return bool(ids)
+
+    await until(found, within=15)
+    return ids
+
+
 async def test_stop_answers_when_stopped_and_removes_the_pods(
-    api: httpx.AsyncClient, admin: dict[str, str], cluster: HostCluster
+    api: httpx.AsyncClient, admin: dict[str, str], platform: Platform, cluster: HostCluster
 ) -> None:
     workspace_id = await add_workspace(api, admin, cluster, "stop")
     workload_id = await submit(api, admin, workload_body(workspace_id, "sleep 300"))
     await wait_phase(api, admin, workload_id, "Running")
+    # the Temporal UI finds it by id, workspace and phase, and shows where it waits
+    client = platform.state.temporal
+    for query in (
+        f'PrimusResourceId="{workload_id}"',
+        f'PrimusWorkspace="{workspace_id}" AND PrimusPhase="Running" AND PrimusKind="PyTorchJob"',
+    ):
+        found = await _listed(client, query)
+        assert found == [f"workload/{workload_id}"], query
+    handle = client.get_workflow_handle(f"workload/{workload_id}")
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    assert "watching the pods" in metadata.current_details  # what the UI shows as current details
+    assert "watching the pods" in (await api.get(f"{WL}/{workload_id}", headers=admin)).json()["currentStep"]
     resp = await api.post(f"{WL}/{workload_id}/stop", headers=admin)
     assert resp.status_code == 200, resp.text
     detail = (await api.get(f"{WL}/{workload_id}", headers=admin)).json()
