@@ -20,6 +20,8 @@ from db import migrate
 from db.session import create_engine, session_factory
 from primus_safe.bootstrap import AdminBootstrap, ensure_admin
 from primus_safe.cli_image import image_app
+from primus_safe.cli_login import login
+from primus_safe.cli_workload import workload_app
 from primus_safe.embedded import (
     EmbeddedPorts,
     EmbeddedService,
@@ -44,6 +46,8 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema migrations (Alembic).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(image_app, name="image")
+app.add_typer(workload_app, name="workload")
+app.command("login")(login)
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
