@@ -298,7 +298,18 @@ class KubernetesDriver(ExecutionDriver):
         ]
 
     def list_pods(self, namespace: str, workload_id: str) -> list[PodStatus]:
-        pods = [pod_status(raw) for raw in self._workload_pods(namespace, workload_id)]
+        """The workload's pods, without those being deleted (`deletionTimestamp` set).
+
+        A terminating pod belongs to a run that was removed: its containers are being stopped
+        (SIGTERM, since Kubernetes 1.27 it then reports phase Failed with exit code 143) and it
+        keeps the workload's labels for its grace period, while the next run's objects are already
+        created. Counting it would fail the new run with the old pod's exit code.
+        """
+        pods = [
+            pod_status(raw)
+            for raw in self._workload_pods(namespace, workload_id)
+            if not (raw.get("metadata") or {}).get("deletionTimestamp")
+        ]
         return sorted(pods, key=lambda p: p.name)
 
     def delete(self, namespace: str, workload_id: str, kind: WorkloadKind) -> None:

@@ -317,6 +317,20 @@ def test_rejected_create_is_a_driver_error(status: int) -> None:
             drv.close()
 
 
+def test_list_pods_leaves_out_terminating_pods(
+    driver: KubernetesDriver, fake_kube: FakeKube, namespace: str
+) -> None:
+    """A pod being deleted (its run was removed) is not one of the workload's pods any more, even
+    while the kubelet still reports it, e.g. Failed with 143 after SIGTERM."""
+    dispatch = make_dispatch(namespace, replica=2)
+    driver.apply(dispatch)
+    master, worker = KmockController(fake_kube).start(dispatch)
+    KmockController(fake_kube).finish(namespace, worker, 143)
+    fake_kube.patch("v1/pods", namespace, worker, {"metadata": {"deletionTimestamp": _now()}})
+    assert [p.name for p in driver.list_pods(namespace, dispatch.workload_id)] == [master]
+    driver.delete(namespace, dispatch.workload_id, dispatch.kind)
+
+
 def test_read_log_tail(driver: KubernetesDriver, fake_kube: FakeKube, namespace: str) -> None:
     dispatch = make_dispatch(namespace, replica=1)
     driver.apply(dispatch)
