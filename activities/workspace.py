@@ -28,11 +28,11 @@ from db.secrets import get_secret, load_image_credentials
 from db.session import SessionFactory
 from db.workspaces import Workspace
 from domain import workspaces as rules
-from domain.errors import PrimusError
+from domain.errors import NotFound, PrimusError
 from domain.failures import Failure
 from domain.secrets import RegistryCredential
 from domain.timefmt import utcnow
-from drivers.execution import DriverError, ExecutionDriver
+from drivers.execution import WORKSPACE_ID_LABEL, DriverError, ExecutionDriver
 from drivers.kubernetes import KubernetesDriver
 
 T = TypeVar("T")
@@ -310,10 +310,13 @@ class WorkspaceActivities:
             return f"no namespace needed on a {provisioner or 'missing'} cluster"
         secrets = await self._pull_secrets(workspace)
         volumes = workspace.volume_list()
+        async with self._sessions() as session:
+            bound = [n.id for n in await db.bound_nodes(session, workspace_id=workspace_id)]
         try:
             await asyncio.to_thread(
                 driver.ensure_namespace, workspace_id, volumes=volumes, pull_secrets=secrets
             )
+            await self._label(driver, bound, workspace_id)
         except DriverError as exc:
             retry = exc.status is None or exc.status >= 500
             raise _fail(f"namespace {workspace_id}: {exc}", Failure.INVALID, retryable=retry) from exc
@@ -328,10 +331,36 @@ class WorkspaceActivities:
         driver, _, _ = await self._driver(workspace_id)
         if driver is None:
             return
+        async with self._sessions() as session:
+            bound = [n.id for n in await db.bound_nodes(session, workspace_id=workspace_id)]
         try:
+            await self._label(driver, bound, None)
             await asyncio.to_thread(driver.delete_namespace, workspace_id)
         except DriverError as exc:
             retry = exc.status is None or exc.status >= 500
             raise _fail(f"namespace {workspace_id}: {exc}", Failure.INVALID, retryable=retry) from exc
+        finally:
+            driver.close()
+
+    @staticmethod
+    async def _label(driver: ExecutionDriver, node_ids: Sequence[str], workspace_id: str | None) -> None:
+        """Set (or, with None, remove) the workspace label the pods' node affinity requires."""
+        for node_id in node_ids:
+            try:
+                await asyncio.to_thread(driver.sync_node, node_id, labels={WORKSPACE_ID_LABEL: workspace_id})
+            except NotFound:
+                continue  # not (yet) a node of the cluster: it is labelled when it joins
+
+    @activity.defn(name="workspace.label_nodes")
+    async def label_nodes(self, change: rules.NodeLabels) -> None:
+        """After nodes joined or left: set or remove their workspace label on the cluster."""
+        driver, _, _ = await self._driver(change.workspace_id)
+        if driver is None:
+            return
+        try:
+            await self._label(driver, change.node_ids, change.workspace_id if change.bound else None)
+        except DriverError as exc:
+            retry = exc.status is None or exc.status >= 500
+            raise _fail(f"labelling nodes: {exc}", Failure.INVALID, retryable=retry) from exc
         finally:
             driver.close()

@@ -271,6 +271,14 @@ class NodesChanged(BaseModel):
     node_ids: list[str]
 
 
+class NodeLabels(BaseModel):
+    """Nodes that joined (`bound`) or left the workspace: their cluster labels follow."""
+
+    workspace_id: str
+    node_ids: list[str]
+    bound: bool
+
+
 class WorkspaceNote(BaseModel):
     """Why the last workspace step failed ("" once one succeeded)."""
 

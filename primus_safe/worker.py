@@ -40,12 +40,12 @@ from workflows.image_import import ImageImportWorkflow
 from workflows.node import NodeWorkflow
 from workflows.node_probe import SCHEDULE_ID as NODE_PROBE_SCHEDULE
 from workflows.node_probe import NodeProbeWorkflow
+from workflows.pod_read import PodReadWorkflow
 from workflows.registry_stats import SCHEDULE_ID as REGISTRY_STATS_SCHEDULE
 from workflows.registry_stats import RegistryStatsWorkflow
 from workflows.token_purge import SCHEDULE_ID as TOKEN_PURGE_SCHEDULE
 from workflows.token_purge import TokenPurgeWorkflow
 from workflows.user_cleanup import UserCleanupWorkflow
-from workflows.pod_read import PodReadWorkflow
 from workflows.workload import WorkloadWorkflow
 from workflows.workspace import WorkspaceWorkflow
 from workflows.workspace_scheduler import WorkspaceSchedulerWorkflow
@@ -139,6 +139,7 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
             clusters.manage_node,
             workspaces.prepare_namespace,
             workspaces.remove_namespace,
+            workspaces.label_nodes,
         ],
         max_concurrent_activities=settings.ssh_max_parallel,
     )

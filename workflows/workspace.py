@@ -60,6 +60,7 @@ class WorkspaceWorkflow:
         self._reconfigure = False
         self._claim: asyncio.Task[str] | None = None
         self._lock = asyncio.Lock()
+        self._params: rules.WorkspaceWorkflowInput | None = None
 
     @workflow.query
     def current_step(self) -> str:
@@ -106,7 +107,22 @@ class WorkspaceWorkflow:
                 changed: rules.NodesChanged = await record(WorkspaceActivities.change_nodes, change)
             except ActivityError as err:
                 raise refused(failure_message(err)[1]) from err
+            if self._params is not None and changed.node_ids:
+                await self._label(changed.node_ids, change.action == "add", self._params)
         return changed
+
+    async def _label(self, node_ids: list[str], bound: bool, params: rules.WorkspaceWorkflowInput) -> None:
+        """The nodes' workspace label on the cluster follows the binding; a failure is noted (the
+        next namespace preparation labels every bound node again)."""
+        labels = rules.NodeLabels(workspace_id=params.workspace_id, node_ids=node_ids, bound=bound)
+        try:
+            await _on_cluster(WorkspaceActivities.label_nodes, labels, params)
+        except ActivityError as err:
+            message = f"labelling nodes {', '.join(node_ids)} failed: {failure_message(err)[1]}"
+            await record(
+                WorkspaceActivities.note,
+                rules.WorkspaceNote(workspace_id=params.workspace_id, message=message),
+            )
 
     def _enter(self, step: str) -> None:
         self._step = step
@@ -114,6 +130,7 @@ class WorkspaceWorkflow:
 
     @workflow.run
     async def run(self, params: rules.WorkspaceWorkflowInput) -> str:
+        self._params = params
         self._deleting = self._deleting or params.deleting
         if params.create:
             if await self._claiming(params.workspace_id):
