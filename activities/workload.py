@@ -27,11 +27,13 @@ from activities.execution import DriverUnavailable, cluster_driver
 from db import workload_status
 from db import workloads as db
 from db.encryption import SecretBox
+from db.node_flavors import NodeFlavor
 from db.session import SessionFactory
 from db.workspaces import get_workspace
 from domain import workload_lifecycle as life
 from domain.errors import NotFound
 from domain.failures import Failure
+from domain.node_flavors import FlavorSpec, total_resources
 from domain.pods import PodStatus
 from domain.timefmt import parse_time, utcnow
 from domain.workloads import PodAssignment, ServiceInfo, WorkloadDispatch, main_container
@@ -157,6 +159,7 @@ class WorkloadActivities:
         """What the workflow needs of the record."""
         workload = await self._record(workload_id)
         spec = workload.spec_model()
+        offered = await self._offered(workload.workspace_id)
         starts = [parse_time(c.schedule) for c in spec.cron_jobs if c.action == "start" and c.schedule]
         future = [t for t in starts if t > utcnow()]
         return life.Plan(
@@ -168,7 +171,7 @@ class WorkloadActivities:
             dispatch_count=workload.dispatch_count,
             priority=workload.priority,
             replicas=max(spec.resource.replica, 1),
-            request=life.request_per_pod(spec, workload.gpu_resource_name or "amd.com/gpu"),
+            request=life.request_per_pod(spec, workload.gpu_resource_name or "amd.com/gpu", offered),
             specified_nodes=list(spec.specified_nodes),
             required_labels={k: v for k, v in spec.customer_labels.items() if k != "kubernetes.io/hostname"},
             tolerate_all=spec.is_tolerate_all,
@@ -181,6 +184,13 @@ class WorkloadActivities:
             supervised=spec.is_supervised,
             deleted=workload.is_deleted,
         )
+
+    async def _offered(self, workspace_id: str) -> set[str] | None:
+        """The resource names the workspace's flavor declares (None: unknown, count everything)."""
+        async with self._sessions() as session:
+            workspace = await get_workspace(session, workspace_id=workspace_id)
+            flavor = await session.get(NodeFlavor, workspace.flavor_id) if workspace else None
+        return set(total_resources(FlavorSpec.model_validate(flavor.spec))) if flavor else None
 
     @activity.defn(name="workload.dependencies")
     async def dependencies(self, workload_id: str) -> life.DependencyState:

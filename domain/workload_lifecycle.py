@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import string
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -102,11 +102,15 @@ def add_condition(conditions: Sequence[Mapping[str, Any]], new: Condition) -> li
 # --- requests -------------------------------------------------------------------------------------
 
 
-def request_per_pod(spec: WorkloadSpec, gpu_resource_name: str) -> dict[str, int]:
-    """A pod's request in the scheduler's integer units (cpu cores, bytes, GPUs)."""
+def request_per_pod(
+    spec: WorkloadSpec, gpu_resource_name: str, offered: Collection[str] | None = None
+) -> dict[str, int]:
+    """A pod's request in the scheduler's integer units (cpu cores, bytes, GPUs). Ephemeral
+    storage counts only where the flavor declares it (`offered`: the flavor's resource names);
+    a flavor without it does not account disk space."""
     res = spec.resource
     request = {q.CPU: q.to_int(res.cpu), q.MEMORY: q.to_int(res.memory)}
-    if res.ephemeral_storage:
+    if res.ephemeral_storage and (offered is None or q.EPHEMERAL_STORAGE in offered):
         request[q.EPHEMERAL_STORAGE] = q.to_int(res.ephemeral_storage)
     if res.gpu:
         request[gpu_resource_name] = q.to_int(res.gpu)

@@ -220,7 +220,7 @@ class WorkloadWorkflow:
         self._plan = plan
         if plan.phase in life.ENDED_PHASES:  # started again to delete an ended workload
             self._ended = True
-            return await self._after_end(plan, plan.phase)
+            return await self._after_end(plan, plan.phase, plan.dispatch_count > 0)
         finish = await self._before_queue(plan)
         if finish is None:
             finish = await self._dispatches(plan)
@@ -229,7 +229,7 @@ class WorkloadWorkflow:
         self._ended = True
         await record(SchedulerActivities.withdraw, plan.workload_id)
         await self._tell_scheduler(f"{plan.workload_id} ended")
-        if finish.phase == life.STOPPED:
+        if finish.phase == life.STOPPED and finish.dispatch_count > 0:
             await self._io(WorkloadActivities.remove_pods, plan.workload_id)
         for dependent in dependents:
             handle = workflow.get_external_workflow_handle(life.workload_workflow_id(dependent))
@@ -237,7 +237,7 @@ class WorkloadWorkflow:
                 await handle.signal(life.DEPENDENCY_SIGNAL, plan.workload_id)
             except Exception:
                 workflow.logger.info("dependent %s has no workflow", dependent)
-        return await self._after_end(plan, finish.phase)
+        return await self._after_end(plan, finish.phase, finish.dispatch_count > 0)
 
     def _stopped(self, dispatch_count: int) -> life.Finish:
         return life.Finish(
@@ -405,7 +405,7 @@ class WorkloadWorkflow:
             await self._requeue(fresh, failed_over=False, why=f"{plan.workload_id} patched")
         return fresh.model_copy(update={"dispatch_count": plan.dispatch_count})
 
-    async def _after_end(self, plan: life.Plan, phase: str) -> str:
+    async def _after_end(self, plan: life.Plan, phase: str, dispatched: bool) -> str:
         """Keep the pods (and their logs) for the TTL, then remove them; hide the record on delete."""
         self._show(f"{phase}: keeping the pods for {plan.ttl_seconds} s", phase)
         if plan.ttl_seconds > 0 and not self._delete:
@@ -413,6 +413,7 @@ class WorkloadWorkflow:
         if self._delete:
             await record(WorkloadActivities.mark_deleted, plan.workload_id)
             self._hidden = True
-        await self._io(WorkloadActivities.remove_pods, plan.workload_id)
+        if dispatched:  # never dispatched: there is nothing on the cluster (which may be gone)
+            await self._io(WorkloadActivities.remove_pods, plan.workload_id)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return "deleted" if self._delete else phase

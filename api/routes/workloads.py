@@ -28,7 +28,7 @@ from api.routes.aliases import custom_router
 from api.routes.workspaces import Access, access
 from api.schemas import workloads as views
 from api.schemas.common import ERROR_RESPONSES, ListResponse
-from api.workflow_calls import update_with_start
+from api.workflow_calls import tell_scheduler, update_with_start
 from db import workloads as db
 from db.node_flavors import NodeFlavor
 from db.nodes import list_nodes
@@ -458,7 +458,7 @@ async def create_workload(
     spec = with_defaults(_spec(body))
     allocatable, gpu_name = await _flavor_allocatable(session, state, workspace)
     if allocatable:
-        problem = life.exceeds_flavor(life.request_per_pod(spec, gpu_name), allocatable)
+        problem = life.exceeds_flavor(life.request_per_pod(spec, gpu_name, allocatable), allocatable)
         if problem:
             raise Invalid(problem)
     workload = await _record_new(session, caller, body, workspace, spec, gpu_name, now)
@@ -468,6 +468,13 @@ async def create_workload(
         await session.delete(workload)
         await session.commit()
         raise
+    await tell_scheduler(
+        state.temporal,
+        workspace_id=workspace.id,
+        reason=f"{workload.id} submitted",
+        task_queue=state.settings.queues.control,
+        period_seconds=state.settings.scheduler_period_seconds,
+    )
     return views.CreateWorkloadResponse(workload_id=workload.id)
 
 
@@ -666,9 +673,8 @@ async def _check_patched_fits(
     if workspace is None:
         return
     allocatable, gpu_name = await _flavor_allocatable(session, state, workspace)
-    problem = life.exceeds_flavor(
-        life.request_per_pod(spec.model_copy(update={"resource": res}), gpu_name), allocatable
-    )
+    patched = spec.model_copy(update={"resource": res})
+    problem = life.exceeds_flavor(life.request_per_pod(patched, gpu_name, allocatable), allocatable)
     if allocatable and problem:
         raise Invalid(problem)
 
