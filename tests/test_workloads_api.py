@@ -6,6 +6,7 @@ Workspaces here have no nodes, so every workload stays Pending in its queue."""
 from __future__ import annotations
 
 import base64
+import uuid
 from typing import Any
 
 import httpx
@@ -44,17 +45,21 @@ async def create(api: httpx.AsyncClient, headers: dict[str, str], **changes: Any
 
 @pytest.fixture
 async def spaces(platform: Platform, api: httpx.AsyncClient, alice: dict[str, str]) -> dict[str, str]:
-    """`team` (alice's, flavor with 8 cpu / 8 GPUs), `shared` (default: everyone), `infer` (Infer only)."""
+    """`team` (alice's, flavor with 8 cpu / 8 GPUs), `shared` (default: everyone), `infer` (Infer
+    only); ids unique per run: the Temporal server (and its schedulers) outlive a database."""
     sessions = platform.state.sessions
-    for name in ("team", "shared", "infer"):
-        await add_workspace(sessions, name)
+    run = uuid.uuid4().hex[:5]
+    ids = {name: f"{name}-{run}" for name in ("team", "shared", "infer")}
+    for workspace_id in ids.values():
+        await add_workspace(sessions, workspace_id)
     await add_flavor(sessions, "wl-flavor", FLAVOR)
     async with sessions() as session, session.begin():
-        await session.execute(update(Workspace).where(Workspace.id == "team").values(flavor_id="wl-flavor"))
-        await session.execute(update(Workspace).where(Workspace.id == "shared").values(is_default=True))
-        await session.execute(update(Workspace).where(Workspace.id == "infer").values(scopes=["Infer"]))
-        await session.execute(update(User).where(User.name == "alice").values(workspaces=["team", "infer"]))
-    return {"team": "team", "shared": "shared", "infer": "infer"}
+        team, shared, infer = ids["team"], ids["shared"], ids["infer"]
+        await session.execute(update(Workspace).where(Workspace.id == team).values(flavor_id="wl-flavor"))
+        await session.execute(update(Workspace).where(Workspace.id == shared).values(is_default=True))
+        await session.execute(update(Workspace).where(Workspace.id == infer).values(scopes=["Infer"]))
+        await session.execute(update(User).where(User.name == "alice").values(workspaces=[team, infer]))
+    return ids
 
 
 async def test_bad_input_is_a_clear_4xx_and_creates_nothing(
@@ -77,12 +82,12 @@ async def test_bad_input_is_a_clear_4xx_and_creates_nothing(
         ({"groupVersionKind": {"kind": "Job", "version": "v1"}}, 400, ""),
     ]
     for changes, status, text in cases:
-        resp = await create(api, alice, **{"workspaceId": "team", **changes})
+        resp = await create(api, alice, **{"workspaceId": spaces["team"], **changes})
         assert resp.status_code == status, (changes, resp.text)
         assert text in resp.json()["errorMessage"], (changes, resp.text)
-    resp = await create(api, alice, workspaceId="infer")
+    resp = await create(api, alice, workspaceId=spaces["infer"])
     assert resp.status_code == 403 and "does not support Train" in resp.json()["errorMessage"]
-    resp = await create(api, alice, workspaceId="team", priority=2)
+    resp = await create(api, alice, workspaceId=spaces["team"], priority=2)
     assert resp.status_code == 403 and "priority 2" in resp.json()["errorMessage"]
     assert (await api.get(WL, headers=admin)).json()["totalCount"] == 0
 
@@ -94,14 +99,14 @@ async def test_who_sees_and_changes_what(
     bob: dict[str, str],
     spaces: dict[str, str],
 ) -> None:
-    resp = await create(api, alice, workspaceId="team")
+    resp = await create(api, alice, workspaceId=spaces["team"])
     assert resp.status_code == 200, resp.text
     private = resp.json()["workloadId"]
-    shared = (await create(api, alice, workspaceId="shared")).json()["workloadId"]
+    shared = (await create(api, alice, workspaceId=spaces["shared"])).json()["workloadId"]
     # bob may not use `team`: its workload does not exist for him
     assert (await api.get(f"{WL}/{private}", headers=bob)).status_code == 404
     assert (await api.post(f"{WL}/{private}/stop", headers=bob)).status_code == 404
-    assert (await create(api, bob, workspaceId="team")).status_code == 404
+    assert (await create(api, bob, workspaceId=spaces["team"])).status_code == 404
     # in the default workspace he sees alice's workload but may not change it
     assert (await api.get(f"{WL}/{shared}", headers=bob)).status_code == 200
     assert (await api.post(f"{WL}/{shared}/stop", headers=bob)).status_code == 403
@@ -119,9 +124,13 @@ async def test_list_filters_sort_and_paging(
 ) -> None:
     ids = []
     for i in range(3):
-        resp = await create(api, alice, workspaceId="team", displayName=f"train-{i}", description=f"run {i}")
+        resp = await create(
+            api, alice, workspaceId=spaces["team"], displayName=f"train-{i}", description=f"run {i}"
+        )
         ids.append(resp.json()["workloadId"])
-    deploy = body("shared", displayName="serve", groupVersionKind={"kind": "Deployment", "version": "v1"})
+    deploy = body(
+        spaces["shared"], displayName="serve", groupVersionKind={"kind": "Deployment", "version": "v1"}
+    )
     ids.append((await api.post(WL, json=deploy, headers=admin)).json()["workloadId"])
     await api.post(f"{WL}/{ids[0]}/stop", headers=alice)
 
@@ -137,7 +146,7 @@ async def test_list_filters_sort_and_paging(
     assert set((await listed(phase="Pending,Stopped"))[1]) == set(ids)
     assert (await listed(kind="Deployment"))[1] == [ids[3]]
     assert set((await listed(kind="PyTorchJob,Deployment"))[1]) == set(ids)
-    assert (await listed(workspaceId="shared"))[1] == [ids[3]]
+    assert (await listed(workspaceId=spaces["shared"]))[1] == [ids[3]]
     assert (await listed(userName="lic"))[0] == 3
     assert (await listed(description="run 1"))[1] == [ids[1]]
     assert (await listed(workloadId="train-2"))[1] == [ids[2]]
@@ -166,7 +175,7 @@ async def test_batch_clone_and_queued_patches(
     for path in ("delete", "stop", "clone"):
         resp = await api.post(f"{WL}/{path}", json={"workloadIds": []}, headers=alice)
         assert resp.status_code == 400, resp.text
-    first = (await create(api, alice, workspaceId="shared")).json()["workloadId"]
+    first = (await create(api, alice, workspaceId=spaces["shared"])).json()["workloadId"]
     queued = await poll_json(api, alice, f"{WL}/{first}", lambda b: b["schedulerOrder"] == 1, within=30)
     assert queued["message"]  # a workspace without nodes says so
     resp = await api.patch(f"{WL}/{first}", json={"replica": 3, "cpu": "2"}, headers=alice)
@@ -177,7 +186,7 @@ async def test_batch_clone_and_queued_patches(
     await poll_json(
         api,
         admin,
-        "/api/v1/workspaces/shared/queue",
+        f"/api/v1/workspaces/{spaces['shared']}/queue",
         lambda b: any(i["workloadId"] == first and i["replica"] == 3 for i in b["items"]),
     )
     resp = await api.post(f"{WL}/clone", json={"workloadIds": [first]}, headers=bob)
