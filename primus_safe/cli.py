@@ -126,6 +126,7 @@ def _configure(
         handler = logging.StreamHandler()
         fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=log_level.upper(), format=fmt, handlers=[handler], force=True)
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))  # a line per request
 
 
 # --- up -------------------------------------------------------------------------------------------

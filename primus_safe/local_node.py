@@ -88,10 +88,11 @@ def discover_facts(timeout: float = 60) -> NodeFacts:
 
 def local_flavor(facts: NodeFacts, *, cpu: int | None, memory: str | None) -> dict[str, Any]:
     """The flavor request for this machine: every GPU it has; CPU and memory capped by the settings
-    (default half of each, at least one core), never more than the machine has."""
+    (default: every core, since the CPU reserve already keeps at least one from workloads, and half
+    the memory), never more than the machine has."""
     if facts.cpu_cores < 1 or facts.memory_bytes < MI:
         raise LocalNodeError(f"cannot read this machine's CPU count and memory (facts: {facts})")
-    cores = min(cpu or max(1, facts.cpu_cores // 2), facts.cpu_cores)
+    cores = min(cpu or facts.cpu_cores, facts.cpu_cores)
     wanted = int(q.parse(memory)) if memory else facts.memory_bytes // 2
     mebibytes = max(1, min(wanted, facts.memory_bytes) // MI)
     spec: dict[str, Any] = {"cpu": {"quantity": str(cores)}, "memory": f"{mebibytes}Mi"}

@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     """`primus-safe up` registers this machine as the node `local`, in the `hosts` cluster `local`
     with the default workspace `local-default` (`--no-local-node` turns it off)."""
     local_node_cpu: int | None = Field(default=None, ge=1)
-    """CPU cores the local node offers to workloads; default half of this machine's (at least 1)."""
+    """CPU cores the local node offers to workloads; default every core (the CPU reserve keeps one)."""
     local_node_memory: str | None = None
     """Memory the local node offers to workloads (a quantity such as `16Gi`); default half."""
 

@@ -94,12 +94,12 @@ def test_facts_of_this_machine() -> None:
 # --- the derived flavor ----------------------------------------------------------------------------
 
 
-def test_flavor_is_half_the_machine_by_default_and_capped_by_the_settings() -> None:
+def test_flavor_is_every_core_and_half_the_memory_by_default_and_capped_by_the_settings() -> None:
     facts = NodeFacts(
         cpu_cores=8, memory_bytes=16 * GI, gpu_count=2, gpu_tool="amd-smi", gpu_products=["MI300X"]
     )
     assert local_flavor(facts, cpu=None, memory=None) == {
-        "cpu": {"quantity": "4"},
+        "cpu": {"quantity": "8"},
         "memory": "8192Mi",
         "gpu": {"product": "MI300X", "resourceName": "amd.com/gpu", "quantity": "2"},
     }
