@@ -368,7 +368,9 @@ class WorkloadActivities:
                     return life.WatchResult(outcome=outcome, message=message)
                 if progress.seen_pods and missing_polls >= GONE_AFTER_POLLS:
                     return life.WatchResult(outcome="Gone", message="the workload's pods disappeared")
-                if watch.hang_seconds and time.time() - last_hang_check >= HANG_CHECK_SECONDS:
+                if watch.hang_seconds and time.time() - last_hang_check >= min(
+                    HANG_CHECK_SECONDS, watch.hang_seconds / 3
+                ):
                     last_hang_check = time.time()
                     if await self._output_changed(driver, workload, pods, progress):
                         progress.last_output_at = time.time()

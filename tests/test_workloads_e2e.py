@@ -208,3 +208,31 @@ async def test_cron_start_waits_without_blocking_the_queue(
     detail = await wait_phase(api, admin, later, "Succeeded", "Failed", within=30)
     assert detail["phase"] == "Succeeded"
     assert parse_time(detail["startTime"]) >= start.replace(microsecond=0)
+
+
+async def test_a_silent_supervised_run_is_a_hang_and_a_node_fault_fails_over(
+    api: httpx.AsyncClient, admin: dict[str, str], platform: Platform, cluster: HostCluster
+) -> None:
+    workspace_id = await add_workspace(api, admin, cluster, "supervise")
+    platform.settings.workload_hang_seconds = 3
+    try:
+        silent = await submit(
+            api, admin, workload_body(workspace_id, "echo started; sleep 120", isSupervised=True)
+        )
+    finally:
+        platform.settings.workload_hang_seconds = 1200
+    detail = await wait_phase(api, admin, silent, "Failed", "Succeeded", within=60)
+    assert detail["phase"] == "Failed"
+    assert "no log output for" in detail["message"] and "(limit 3 s)" in detail["message"]
+
+    faulty = await submit(api, admin, workload_body(workspace_id, "sleep 120", maxRetry=1))
+    await wait_phase(api, admin, faulty, "Running")
+    # while it runs, its cluster cannot be deleted
+    resp = await api.delete(f"/api/v1/clusters/{cluster.cluster_id}", headers=admin)
+    assert resp.status_code == 409 and faulty in resp.json()["errorMessage"], resp.text
+    handle = platform.state.temporal.get_workflow_handle(f"workload/{faulty}")
+    await handle.signal("failover", "the node n0 has fault primus-safe.001, detail: gpu lost")
+    again = await poll_json(api, admin, f"{WL}/{faulty}", lambda b: b["dispatchCount"] == 2, within=60)
+    failover = [c for c in again["conditions"] if c["type"] == "AdminFailover"]
+    assert failover and "gpu lost" in failover[0]["message"]
+    await api.post(f"{WL}/{faulty}/stop", headers=admin)
