@@ -24,7 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.execution import DriverUnavailable, cluster_driver
-from db import workload_status
+from db import queue_status, workload_status
 from db import workloads as db
 from db.encryption import SecretBox
 from db.node_flavors import NodeFlavor
@@ -219,15 +219,6 @@ class WorkloadActivities:
             )
         )
 
-    @activity.defn(name="workload.scheduled")
-    async def scheduled(self, dispatch: life.Dispatch) -> None:
-        """Record the admission (AdminScheduled)."""
-        await self._write(
-            lambda s: workload_status.scheduled(
-                s, workload_id=dispatch.workload_id, dispatch_count=dispatch.dispatch_count, now=utcnow()
-            )
-        )
-
     @activity.defn(name="workload.failover")
     async def failover(self, note: FailoverNote) -> None:
         """Record that the dispatch goes back to the queue (AdminFailover)."""
@@ -257,10 +248,12 @@ class WorkloadActivities:
 
     @activity.defn(name="workload.finish")
     async def finish(self, finish: life.Finish) -> list[str]:
-        """Record the end; returns the workloads waiting for this one (to be told)."""
+        """Record the end and give back the queue entry (what it held is free at once); returns
+        the workloads waiting for this one (to be told)."""
 
         async def write(session: AsyncSession) -> list[str]:
             await workload_status.finish(session, finish=finish, now=utcnow())
+            await queue_status.withdraw(session, workload_id=finish.workload_id)
             return await db.dependents(session, workload_id=finish.workload_id)
 
         return await self._write(write)
@@ -292,7 +285,16 @@ class WorkloadActivities:
 
     @activity.defn(name="workload.dispatch")
     async def dispatch(self, dispatch: life.Dispatch) -> None:
-        """Send the dispatch's pods to the cluster where the scheduler put them (AdminDispatched)."""
+        """Record the admission (AdminScheduled), send the dispatch's pods to the cluster where the
+        scheduler put them, and record that (AdminDispatched)."""
+        await self._write(
+            partial(
+                workload_status.scheduled,
+                workload_id=dispatch.workload_id,
+                dispatch_count=dispatch.dispatch_count,
+                now=utcnow(),
+            )
+        )
         workload = await self._record(dispatch.workload_id)
         rendered = await self._dispatch_of(workload, dispatch)
         async with self._driver(workload.cluster_id) as driver:

@@ -111,7 +111,6 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
             workloads.load,
             workloads.dependencies,
             workloads.set_waiting,
-            workloads.scheduled,
             workloads.failover,
             workloads.updating,
             workloads.apply_patch,

@@ -97,6 +97,7 @@ class WorkloadWorkflow:
         self._patches: list[life.PatchRequest] = []
         self._ended = False
         self._hidden = False
+        self._waited = False
         self._step = "Starting"
         self._deadline: float | None = None
         self._started_at: float | None = None
@@ -202,6 +203,7 @@ class WorkloadWorkflow:
         await self._enqueue(plan, failed_over=failed_over, why=why)
 
     async def _waiting(self, message: str) -> None:
+        self._waited = True
         await record(
             WorkloadActivities.set_waiting, WaitingNote(workload_id=self._params.workload_id, message=message)
         )
@@ -225,9 +227,8 @@ class WorkloadWorkflow:
         if finish is None:
             finish = await self._dispatches(plan)
         self._show(f"ending: {finish.phase}", finish.phase)
-        dependents = await record(WorkloadActivities.finish, finish)
+        dependents = await record(WorkloadActivities.finish, finish)  # and gives back its queue entry
         self._ended = True
-        await record(SchedulerActivities.withdraw, plan.workload_id)
         await self._tell_scheduler(f"{plan.workload_id} ended")
         if finish.phase == life.STOPPED and finish.dispatch_count > 0:
             await self._io(WorkloadActivities.remove_pods, plan.workload_id)
@@ -274,7 +275,8 @@ class WorkloadWorkflow:
                 await _wait(lambda: bool(self._stop), timedelta(seconds=wait))
         if self._stop:
             return self._stopped(plan.dispatch_count)
-        await self._waiting("")
+        if self._waited:
+            await self._waiting("")
         return None
 
     async def _dispatches(self, plan: life.Plan) -> life.Finish:
@@ -298,7 +300,6 @@ class WorkloadWorkflow:
             dispatch = life.Dispatch(
                 workload_id=plan.workload_id, dispatch_count=count, placements=placements
             )
-            await record(WorkloadActivities.scheduled, dispatch)
             await self._io(WorkloadActivities.dispatch, dispatch)
             if self._started_at is None:
                 self._started_at = workflow.time()
