@@ -180,7 +180,7 @@ async def test_local_node_setup_makes_node_cluster_and_workspace_once(
     workspace = (await api.get(f"/api/v1/workspaces/{WORKSPACE_ID}", headers=headers)).json()
     assert workspace["phase"] == "Running" and workspace["isDefault"] is True
     assert workspace["targetNodeCount"] == 1 and workspace["currentNodeCount"] == 1
-    cores = max(1, facts.cpu_cores // 2)
+    cores = facts.cpu_cores
     memory = facts.memory_bytes // 2 // (1024 * 1024) * 1024 * 1024
     assert workspace["totalQuota"]["cpu"] == cores and workspace["totalQuota"]["memory"] == memory, workspace
 

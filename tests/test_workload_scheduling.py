@@ -138,7 +138,16 @@ async def test_priority_2_preempts_and_the_victim_requeues_and_succeeds(
     await wait_phase(api, admin, victim, "Running")
     refused = await api.post(WL, json=gpu_job(workspace_id, "true", 8, priority=2), headers=alice)
     assert refused.status_code == 403 and "priority 2" in refused.json()["errorMessage"]
-    urgent = await submit(api, admin, gpu_job(workspace_id, "sleep 1; echo urgent", 8, priority=2))
+    urgent = await submit(api, admin, gpu_job(workspace_id, "sleep 4; echo urgent", 8, priority=2))
+    # the victim is queued again, first in line, and says who holds what it needs
+    requeued = await poll_json(
+        api,
+        admin,
+        f"{WL}/{victim}",
+        lambda b: b["phase"] == "Pending" and b["schedulerOrder"] == 1,
+        within=30,
+    )
+    assert requeued["message"].startswith(f"Insufficient {GPU}") or "preempted" in requeued["message"]
     assert (await wait_phase(api, admin, urgent, "Succeeded", "Failed", within=60))["phase"] == "Succeeded"
     detail = await wait_phase(api, admin, victim, "Succeeded", "Failed", within=60)
     assert detail["phase"] == "Succeeded", detail

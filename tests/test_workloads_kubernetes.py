@@ -379,4 +379,23 @@ async def test_workspace_nodes_carry_the_workspace_label_the_pods_require(
             if n and n["metadata"]["labels"].get(WORKSPACE_ID_LABEL) == workspace_id
         ]
 
-    await eventually(lambda: len(labelled()) == NODE_COUNT, "the workspace label on the nodes", within=15)
+    await eventually(lambda: len(labelled()) == NODE_COUNT, "the workspace label on the nodes", within=45)
+
+
+async def test_a_workload_the_cluster_rejects_fails_with_the_reason(
+    api: httpx.AsyncClient, admin: dict[str, str], cluster: HostCluster, kube: FakeKube
+) -> None:
+    workspace_id = await add_workspace(api, admin, cluster, "k8s-reject")
+    kube.fail("POST", "/statefulsets", 422)
+    try:
+        kind = {"kind": "StatefulSet", "version": "v1"}
+        body = workload_body(workspace_id, "sleep 1", groupVersionKind=kind)
+        workload_id = await submit(api, admin, body)
+        detail = await wait_phase(api, admin, workload_id, "Failed", "Succeeded", "Running", within=60)
+    finally:
+        kube.failures.clear()
+    assert detail["phase"] == "Failed", detail
+    rejected = "failed after 1 run: dispatch failed: the cluster rejected the workload"
+    assert detail["message"].startswith(rejected), detail["message"]
+    queue = (await api.get(f"/api/v1/workspaces/{workspace_id}/queue", headers=admin)).json()
+    assert queue["admittedCount"] == 0

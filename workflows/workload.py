@@ -87,7 +87,6 @@ class WorkloadWorkflow:
     @workflow.init
     def __init__(self, params: life.WorkloadWorkflowInput) -> None:
         self._params = params
-        self._plan: life.Plan | None = None
         self._placements: list[Placement] | None = None
         self._evicted = ""
         self._fault = ""
@@ -172,6 +171,19 @@ class WorkloadWorkflow:
             retry_policy=IO_RETRY,
         )
 
+    async def _try_io(self, method: Any, arg: Any) -> str:
+        """A driver call whose failure (after its retries) must not end the workflow: "" when it
+        succeeded, else why it failed (also logged)."""
+        try:
+            await self._io(method, arg)
+        except ActivityError as err:
+            message = failure_message(err)[1]
+            workflow.logger.warning(
+                "%s failed for %s: %s", method.__name__, self._params.workload_id, message
+            )
+            return message
+        return ""
+
     async def _tell_scheduler(self, reason: str) -> None:
         handle = workflow.get_external_workflow_handle(scheduler_workflow_id(self._params.workspace_id))
         try:
@@ -219,7 +231,6 @@ class WorkloadWorkflow:
     @workflow.run
     async def run(self, params: life.WorkloadWorkflowInput) -> str:
         plan = await record(WorkloadActivities.load, params.workload_id)
-        self._plan = plan
         if plan.phase in life.ENDED_PHASES:  # started again to delete an ended workload
             self._ended = True
             return await self._after_end(plan, plan.phase, plan.dispatch_count > 0)
@@ -231,7 +242,7 @@ class WorkloadWorkflow:
         self._ended = True
         await self._tell_scheduler(f"{plan.workload_id} ended")
         if finish.phase == life.STOPPED and finish.dispatch_count > 0:
-            await self._io(WorkloadActivities.remove_pods, plan.workload_id)
+            await self._try_io(WorkloadActivities.remove_pods, plan.workload_id)
         for dependent in dependents:
             handle = workflow.get_external_workflow_handle(life.workload_workflow_id(dependent))
             try:
@@ -300,15 +311,18 @@ class WorkloadWorkflow:
             dispatch = life.Dispatch(
                 workload_id=plan.workload_id, dispatch_count=count, placements=placements
             )
-            await self._io(WorkloadActivities.dispatch, dispatch)
+            refused_by_cluster = await self._try_io(WorkloadActivities.dispatch, dispatch)
             if self._started_at is None:
                 self._started_at = workflow.time()
                 self._deadline = self._started_at + plan.timeout if plan.timeout > 0 else None
-            outcome = await self._watch(plan, count)
+            if refused_by_cluster:
+                outcome = self._failed_run(plan, count, f"dispatch failed: {refused_by_cluster}")
+            else:
+                outcome = await self._watch(plan, count)
             if isinstance(outcome, life.Finish):
                 return outcome
             plan = outcome.plan
-            await self._io(WorkloadActivities.remove_pods, plan.workload_id)
+            await self._try_io(WorkloadActivities.remove_pods, plan.workload_id)
             if not outcome.rollout:
                 note = FailoverNote(workload_id=plan.workload_id, dispatch_count=count, message=outcome.why)
                 await record(WorkloadActivities.failover, note)
@@ -415,6 +429,6 @@ class WorkloadWorkflow:
             await record(WorkloadActivities.mark_deleted, plan.workload_id)
             self._hidden = True
         if dispatched:  # never dispatched: there is nothing on the cluster (which may be gone)
-            await self._io(WorkloadActivities.remove_pods, plan.workload_id)
+            await self._try_io(WorkloadActivities.remove_pods, plan.workload_id)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return "deleted" if self._delete else phase
