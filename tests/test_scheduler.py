@@ -297,3 +297,26 @@ def test_the_decision_depends_on_the_snapshot_not_on_its_order(
         snapshot.workspace.enable_preempt,
     )
     assert s.decide(snapshot) == s.decide(again)
+
+
+def test_decision_objects_equal_constructed_ones_and_the_collector_is_left_as_found() -> None:
+    import gc
+
+    queued = [
+        job(f"w{i}", g, replicas=r, priority=i % 3, at=i)
+        for i, (g, r) in enumerate([(4, 1), (8, 2), (2, 1)] * 4)
+    ]
+    decision = s.decide(snap([node("a"), node("b")], queued, policy="balance"))
+    for p in decision.pending:
+        assert p == s.Pending(p.workload_id, p.position, p.reason, p.cause) and p.reason
+    for a in decision.admissions:
+        assert a == s.Admission(
+            a.workload_id, tuple(s.PodPlacement(x.node_id, x.resources, x.gpus) for x in a.pods)
+        )
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        s.decide(snap([node("a")], queued))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
