@@ -12,7 +12,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, and_, bindparam, delete, select, update
+from pydantic import TypeAdapter
+from sqlalchemy import Table, Text, and_, bindparam, delete, select, type_coerce, update
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -126,21 +128,25 @@ async def apply_decision(
 async def unnotified(session: AsyncSession, *, workspace_id: str) -> list[Notice]:
     """Admissions and evictions whose workflows have not been told yet (including those of an
     earlier attempt whose worker died after committing)."""
+    # Core columns, no ORM objects (so nothing stale from before this transaction's bulk
+    # updates), and each placement validated from its JSON text in one pydantic-core call.
+    c = QueueEntry.__table__.c
     rows = await session.execute(
-        select(QueueEntry)
-        .where(QueueEntry.workspace_id == workspace_id, QueueEntry.notified.is_(False))
-        .order_by(QueueEntry.workload_id)
-        # The rows were loaded before this transaction's bulk updates: read them afresh.
-        .execution_options(populate_existing=True)
+        select(c.workload_id, c.state, type_coerce(sql_cast(c.placement, Text), Text).label("placement"))
+        .where(c.workspace_id == workspace_id, c.notified.is_(False))
+        .order_by(c.workload_id)
     )
     return [
         Notice(
-            workload_id=e.workload_id,
-            admitted=e.state == ADMITTED,
-            placements=[Placement.model_validate(p) for p in e.placement],
+            workload_id=r.workload_id,
+            admitted=r.state == ADMITTED,
+            placements=_PLACEMENTS.validate_json(r.placement) if r.placement else [],
         )
-        for e in rows.scalars()
+        for r in rows
     ]
+
+
+_PLACEMENTS = TypeAdapter(list[Placement])
 
 
 async def mark_notified(session: AsyncSession, *, notices: Sequence[Notice], now: datetime) -> None:
