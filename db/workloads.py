@@ -30,6 +30,7 @@ class Workload(Base):
         # the list's default order, without and with a workspace filter: a page reads its rows only
         Index("ix_workloads_live_created", "is_deleted", "created_at", "id"),
         Index("ix_workloads_workspace_live_created", "workspace_id", "is_deleted", "created_at", "id"),
+        Index("ix_workloads_live_started", "is_deleted", "start_time", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(63), primary_key=True)
