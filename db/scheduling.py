@@ -98,6 +98,14 @@ async def get_entry(session: AsyncSession, *, workload_id: str) -> QueueEntry | 
     return await session.get(QueueEntry, workload_id)
 
 
+async def entries_for(session: AsyncSession, *, workload_ids: Sequence[str]) -> dict[str, QueueEntry]:
+    """The queue entries of the given workloads that have one, by workload id (one query)."""
+    if not workload_ids:
+        return {}
+    rows = await session.execute(select(QueueEntry).where(QueueEntry.workload_id.in_(list(workload_ids))))
+    return {e.workload_id: e for e in rows.scalars()}
+
+
 def scheduler_node(
     node: Node,
     flavor: NodeFlavor | None,

@@ -25,20 +25,20 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from activities.workload import PodRead, PodReadResult
 from api.deps import Caller, CurrentUser, Session, State
 from api.routes.aliases import custom_router
-from api.routes.workspaces import Access, access
+from api.routes.workspaces import Access, access, visible_workspace
 from api.schemas import workloads as views
 from api.schemas.common import ERROR_RESPONSES, ListResponse
 from api.workflow_calls import tell_scheduler, update_with_start
 from db import workloads as db
 from db.node_flavors import NodeFlavor
 from db.nodes import list_nodes
-from db.scheduling import QueueEntry, get_entry
+from db.scheduling import QueueEntry, entries_for, get_entry
 from db.workloads import Workload, WorkloadFilter
 from db.workspaces import Workspace, get_workspace, list_workspaces
 from domain import quantity as q
 from domain import workload_lifecycle as life
 from domain import workspaces as ws_rules
-from domain.errors import Conflict, Forbidden, Invalid, NotFound, not_found
+from domain.errors import Conflict, Forbidden, Invalid, NotFound
 from domain.names import is_dns1123_label
 from domain.node_flavors import FlavorSpec, available_resources
 from domain.pods import PodStatus
@@ -68,14 +68,6 @@ ID_ATTEMPTS = 5
 
 
 # --- access --------------------------------------------------------------------------------------
-
-
-async def _workspace_of(session: Session, caller: Caller, workspace_id: str) -> tuple[Workspace, Access]:
-    workspace = await get_workspace(session, workspace_id=workspace_id)
-    role = await access(session, caller, workspace) if workspace is not None else ""
-    if workspace is None or not role:
-        raise not_found("Workspace", workspace_id)
-    return workspace, role
 
 
 async def _visible(session: Session, caller: Caller, workload_id: str) -> tuple[Workload, Access]:
@@ -426,7 +418,7 @@ async def create_workload(
 ) -> views.CreateWorkloadResponse:
     """Validates the spec against the workspace (scope, flavor, nodes, dependencies), records the
     workload Pending and starts its lifecycle workflow."""
-    workspace, role = await _workspace_of(session, caller, body.workspace_id)
+    workspace, role = await visible_workspace(session, caller, body.workspace_id)
     if workspace.deleting_at is not None or workspace.phase == ws_rules.DELETING:
         raise Conflict(f"workspace {workspace.id} is being deleted")
     if (
@@ -593,12 +585,7 @@ def _time_or_none(text: str) -> datetime | None:
 
 
 async def _entries(session: Session, workloads: Sequence[Workload]) -> dict[str, QueueEntry]:
-    entries = {}
-    for workload in workloads:
-        entry = await get_entry(session, workload_id=workload.id)
-        if entry is not None:
-            entries[workload.id] = entry
-    return entries
+    return await entries_for(session, workload_ids=[w.id for w in workloads])
 
 
 @router.get("/workloads/{WorkloadId}", response_model=views.WorkloadDetail, summary="Get a workload")
@@ -634,7 +621,7 @@ async def update_workload(
     if body.replica is not None and spec.specified_nodes:
         raise Invalid("cannot update replica when specifying nodes")
     if body.priority == 2 and body.priority != workload.priority:
-        _, role = await _workspace_of(session, caller, workload.workspace_id)
+        _, role = await visible_workspace(session, caller, workload.workspace_id)
         if role not in ("admin", "manager"):
             raise Forbidden("priority 2 (high) needs a manager of the workspace or an administrator")
     patch = life.PatchRequest(**body.model_dump(exclude_none=True))

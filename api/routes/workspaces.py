@@ -66,7 +66,7 @@ async def access(session: Session, caller: Caller, workspace: Workspace) -> Acce
     return ""
 
 
-async def _visible(session: Session, caller: Caller, workspace_id: str) -> tuple[Workspace, Access]:
+async def visible_workspace(session: Session, caller: Caller, workspace_id: str) -> tuple[Workspace, Access]:
     """The workspace and the caller's access; workspaces the caller may not use are reported missing."""
     workspace = await db.get_workspace(session, workspace_id=workspace_id)
     role = await access(session, caller, workspace) if workspace is not None else ""
@@ -77,7 +77,7 @@ async def _visible(session: Session, caller: Caller, workspace_id: str) -> tuple
 
 async def _managing(session: Session, caller: Caller, workspace_id: str, verb: str) -> Workspace:
     """The workspace, when the caller manages it or is an admin; 403 for mere members."""
-    workspace, role = await _visible(session, caller, workspace_id)
+    workspace, role = await visible_workspace(session, caller, workspace_id)
     if role not in ("admin", "manager"):
         raise Forbidden(f"The user is not allowed to {verb} workspace")
     return workspace
@@ -396,7 +396,7 @@ async def list_workspaces(
 @router.get("/workspaces/{WorkspaceId}", response_model=WorkspaceDetail, summary="Get a workspace")
 async def get_workspace(WorkspaceId: str, caller: CurrentUser, session: Session) -> WorkspaceDetail:
     """One workspace with live quotas; workspaces the caller may not use are reported missing."""
-    workspace, _ = await _visible(session, caller, WorkspaceId)
+    workspace, _ = await visible_workspace(session, caller, WorkspaceId)
     return await workspace_detail(session, workspace)
 
 
@@ -536,7 +536,7 @@ async def manage_workspace_nodes(
 async def get_queue(WorkspaceId: str, caller: CurrentUser, session: Session, state: State) -> WorkspaceQueue:
     """Pending workloads in queue order (failed-over, priority, submit time), each with its
     position and the exact reason it waits, and the workspace's free resources."""
-    workspace, _ = await _visible(session, caller, WorkspaceId)
+    workspace, _ = await visible_workspace(session, caller, WorkspaceId)
     entries = await entries_of(session, workspace_id=workspace.id)
     nodes = await scheduler_nodes(
         session, workspace_id=workspace.id, reserve=state.settings.reserve_percents()
