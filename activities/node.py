@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from db import faults as fault_db
 from db import logs, node_status
 from db import nodes as db
 from db.encryption import DecryptionError, SecretBox
@@ -30,6 +32,7 @@ from db.nodes import Node
 from db.secrets import ssh_credentials
 from db.session import SessionFactory
 from domain import addon_catalogue
+from domain import faults as fault_rules
 from domain import nodes as rules
 from domain.config import NodeConfig, Source, current
 from domain.errors import PrimusError
@@ -439,22 +442,62 @@ class NodeActivities:
         verdict = rules.probe_verdict(
             phase=node.phase, onboarded=node.onboarded, reachable=reachable, reason=reason
         )
+        config = self._config()
         applied = False
+        raised = cleared = ""
 
         async def write(session: AsyncSession) -> None:
-            nonlocal applied
+            nonlocal applied, raised, cleared
+            raised = cleared = ""  # a retried transaction starts afresh
             now = utcnow()
-            applied = await node_status.record_probe(
-                session, node_id=node_id, seen_phase=node.phase, verdict=verdict, now=now
+            runs = await node_status.record_probe(
+                session, node_id=node_id, seen_phase=node.phase, reachable=reachable, verdict=verdict, now=now
             )
-            if applied and verdict.line:
-                logs.add_lines(
+            applied = runs is not None
+            if runs is None:
+                return
+            lines = [(verdict.line, verdict.level)] if verdict.line else []
+            fault = await fault_db.open_fault(
+                session, node_id=node_id, monitor_id=fault_rules.SSH_UNREACHABLE
+            )
+            action = fault_rules.probe_fault_action(
+                failures=runs[0],
+                successes=runs[1],
+                fault_open=fault is not None,
+                raise_after=config.fault_raise_after,
+                clear_after=config.fault_clear_after,
+            )
+            if action == "raise":
+                raised = str(uuid.uuid4())
+                await fault_db.new_fault(
                     session,
-                    resource=LogResource.NODE,
-                    resource_id=node_id,
-                    lines=[verdict.line],
-                    at=now,
-                    level=verdict.level,
+                    fault_id=raised,
+                    node_id=node_id,
+                    monitor_id=fault_rules.SSH_UNREACHABLE,
+                    message=f"unreachable over SSH in {runs[0]} probes in a row: {reason}",
+                    effect="NoSchedule",
+                    cluster_id=node.cluster_id,
+                    source="probe",
+                    created_by="probe",
+                    now=now,
+                )
+                lines.append(
+                    (
+                        f"fault {fault_rules.SSH_UNREACHABLE} raised ({raised}): {runs[0]} failed probes",
+                        "ERROR",
+                    )
+                )
+            elif action == "clear" and fault is not None:
+                cleared = fault.id
+                lines.append(
+                    (
+                        f"fault {fault_rules.SSH_UNREACHABLE} cleared ({cleared}): {runs[1]} good probes",
+                        "INFO",
+                    )
+                )
+            for line, level in lines:
+                logs.add_lines(
+                    session, resource=LogResource.NODE, resource_id=node_id, lines=[line], at=now, level=level
                 )
 
         await self._write(write)
@@ -463,6 +506,7 @@ class NodeActivities:
             outcome.changed = verdict.phase is not None
             outcome.phase = verdict.phase or node.phase
             outcome.restart_onboarding = verdict.restart_onboarding
+            outcome.raised_fault, outcome.cleared_fault = raised, cleared
         return outcome
 
 

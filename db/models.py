@@ -2,6 +2,7 @@
 
 from db.base import Base
 from db.clusters import Cluster
+from db.faults import Fault
 from db.image_registries import ImageRegistry
 from db.images import Image, ImageImportJob, ImageLayer, RegistryStats
 from db.logs import OperationLog
@@ -18,6 +19,7 @@ from db.workspaces import Workspace, WorkspaceImageSecret, WorkspaceManager
 __all__ = [
     "Base",
     "Cluster",
+    "Fault",
     "Image",
     "ImageImportJob",
     "ImageLayer",

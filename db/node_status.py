@@ -127,16 +127,27 @@ async def record_probe(
     *,
     node_id: str,
     seen_phase: str,
+    reachable: bool,
     verdict: rules.ProbeVerdict,
     now: datetime,
-) -> bool:
-    """Apply a probe verdict, only if the node is still as the probe saw it and no onboarding
-    step runs (a step in flight owns the status). False when the node moved meanwhile."""
-    values: dict[str, Any] = {"last_probe_at": now}
+) -> tuple[int, int] | None:
+    """Apply a probe verdict and count the probe in the node's runs of failed and good probes,
+    only if the node is still as the probe saw it and no onboarding step runs (a step in flight
+    owns the status). Returns the (failures, successes) in a row, None when the node moved."""
+    values: dict[str, Any] = {
+        "last_probe_at": now,
+        "probe_failures": 0 if reachable else Node.probe_failures + 1,
+        "probe_successes": Node.probe_successes + 1 if reachable else 0,
+        "updated_at": now,
+    }
     if verdict.phase is not None:
         values |= _phase_values(verdict.phase, verdict.message, now)
     where = and_(_live(node_id), Node.phase == seen_phase, Node.step == "")
-    return await _set(session, where, now, **values)
+    statement = (
+        update(Node).where(where).values(**values).returning(Node.probe_failures, Node.probe_successes)
+    )
+    row = (await session.execute(statement)).first()
+    return None if row is None else (row[0], row[1])
 
 
 # --- clusters (the cluster and node-manage workflows) ------------------------------------------
@@ -282,6 +293,42 @@ async def mark_available(
         NodeHold.node_id == node_id, NodeHold.reason == reason.value, NodeHold.ref == ref
     )
     return _applied(await session.execute(statement))
+
+
+# --- fault taints (the fault activities, through `db.fault_status`) -------------------------------
+
+
+async def _taints_for_update(
+    session: AsyncSession, node_id: str, now: datetime
+) -> list[dict[str, str]] | None:
+    """The node's taints, read by an UPDATE so the row stays locked until commit (SQLite starts
+    its write transaction only at the first write; the API's PATCH and other faults write them
+    too); None when the node is gone or being deleted."""
+    statement = update(Node).where(_live(node_id)).values(updated_at=now).returning(Node.taints)
+    row = (await session.execute(statement)).first()
+    return None if row is None else [dict(t) for t in row[0]]
+
+
+async def set_platform_taint(
+    session: AsyncSession, *, node_id: str, key: str, effect: str, now: datetime
+) -> bool:
+    """Add (or re-set the effect of) a `primus-safe.` taint; False when the node is gone."""
+    taints = await _taints_for_update(session, node_id, now)
+    if taints is None:
+        return False
+    wanted = {"key": key, "value": "", "effect": effect}
+    if wanted not in taints:
+        taints = [t for t in taints if t.get("key") != key] + [wanted]
+        await _set(session, Node.id == node_id, now, taints=taints)
+    return True
+
+
+async def clear_platform_taint(session: AsyncSession, *, node_id: str, key: str, now: datetime) -> bool:
+    """Remove a taint by key; False when there was none (or the node is gone)."""
+    taints = await _taints_for_update(session, node_id, now)
+    if not taints or all(t.get("key") != key for t in taints):
+        return False
+    return await _set(session, Node.id == node_id, now, taints=[t for t in taints if t.get("key") != key])
 
 
 # --- workspaces (the workspace workflow) --------------------------------------------------------

@@ -54,6 +54,10 @@ class Node(Base):
     """Why the phase is a failure phase."""
     phase_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
     last_probe_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+    probe_failures: Mapped[int] = mapped_column(Integer, default=0)
+    """Probes in a row that could not reach the node (0 after one that did)."""
+    probe_successes: Mapped[int] = mapped_column(Integer, default=0)
+    """Probes in a row that reached the node (0 after one that did not)."""
     host_key_fingerprint: Mapped[str] = mapped_column(String(128), default="")
     facts: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
     facts_problem: Mapped[str] = mapped_column(String(1024), default="")

@@ -46,6 +46,10 @@ class NodeConfig:
     """Machine commands (name -> argv template), e.g. `set_hostname`, `run_addon`."""
     addon_dir: Path | None = None
     """Directory of addon scripts `<name>.sh` overriding the shipped catalogue."""
+    fault_raise_after: int = 3
+    """Failed probes in a row that raise the node's `ssh-unreachable` fault."""
+    fault_clear_after: int = 2
+    """Good probes in a row that clear it."""
 
 
 @dataclass(frozen=True)

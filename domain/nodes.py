@@ -376,6 +376,8 @@ class ProbeInput(BaseModel):
     ssh_queue: str
     concurrency: int = 50
     timings: NodeTimings = Field(default_factory=NodeTimings)
+    failover_monitors: list[str] = Field(default_factory=list)
+    """Passed on to the `fault/<id>` workflows the probe starts for its own faults."""
 
 
 class ProbeOutcome(BaseModel):
@@ -387,6 +389,10 @@ class ProbeOutcome(BaseModel):
     changed: bool = False
     restart_onboarding: bool = False
     """The node never finished onboarding and is reachable now: the node workflow should retry."""
+    raised_fault: str = ""
+    """The id of the `ssh-unreachable` fault this probe raised (recorded; its workflow to start)."""
+    cleared_fault: str = ""
+    """The id of the open `ssh-unreachable` fault this probe cleared (its workflow to stop)."""
 
 
 class ProbeVerdict(BaseModel):

@@ -108,6 +108,13 @@ class Settings(BaseSettings):
     workload_max_watches: int = 2000
     """Pod watches (one per running workload) one worker runs at once."""
     node_probe_concurrency: int = 50
+    fault_raise_after_probes: int = Field(default=3, ge=1)
+    """Probes in a row that miss a node before its `ssh-unreachable` fault is raised."""
+    fault_clear_after_probes: int = Field(default=2, ge=1)
+    """Probes in a row that reach it again before that fault is cleared."""
+    fault_failover_monitors: list[str] = Field(default_factory=lambda: ["ssh-unreachable", "notready"])
+    """Monitor ids whose faults fail over the workloads on the node whatever their effect
+    (NoExecute faults always do); upstream's chart lists 001, 004, 009, 012, 206 and NotReady."""
     ssh_connect_timeout_seconds: float = 10.0
     """Dial, banner and authentication timeout (upstream: 10 s)."""
     ssh_command_timeout_seconds: int = 900
@@ -175,7 +182,11 @@ class Settings(BaseSettings):
     def node_config(self) -> NodeConfig:
         """What node activities need."""
         return NodeConfig(
-            ssh=self.ssh_config(), commands=dict(self.node_commands), addon_dir=self.node_addon_dir
+            ssh=self.ssh_config(),
+            commands=dict(self.node_commands),
+            addon_dir=self.node_addon_dir,
+            fault_raise_after=self.fault_raise_after_probes,
+            fault_clear_after=self.fault_clear_after_probes,
         )
 
     def cluster_config(self) -> ClusterConfig:

@@ -22,6 +22,7 @@ from temporalio.client import (
 from temporalio.worker import Worker
 
 from activities.cluster import ClusterActivities
+from activities.fault import FaultActivities
 from activities.image_import import ImageImportActivities, ImportProgressActivities
 from activities.images import ImageActivities
 from activities.node import NodeActivities
@@ -35,6 +36,7 @@ from domain.images import RegistryStatsInput
 from domain.nodes import ProbeInput
 from primus_safe.settings import Settings
 from workflows.cluster import ClusterWorkflow, NodeManageWorkflow
+from workflows.fault import FaultWorkflow
 from workflows.image_delete import ImageDeleteWorkflow
 from workflows.image_import import ImageImportWorkflow
 from workflows.node import NodeWorkflow
@@ -66,6 +68,7 @@ CONTROL_WORKFLOWS: list[type] = [
     WorkspaceSchedulerWorkflow,
     WorkloadWorkflow,
     PodReadWorkflow,
+    FaultWorkflow,
 ]
 
 
@@ -77,6 +80,7 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
     workspaces = WorkspaceActivities(sessions, SecretBox(settings.encryption_key()))
     scheduler = SchedulerActivities(sessions, settings.reserve_percents)
     workloads = WorkloadActivities(sessions, SecretBox(settings.encryption_key()))
+    faults = FaultActivities(sessions, SecretBox(settings.encryption_key()))
     control = Worker(
         client,
         task_queue=settings.queues.control,
@@ -116,6 +120,9 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
             workloads.apply_patch,
             workloads.finish,
             workloads.mark_deleted,
+            faults.apply,
+            faults.close,
+            faults.remove,
         ],
     )
     workload_io = Worker(
@@ -139,6 +146,7 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
             workspaces.prepare_namespace,
             workspaces.remove_namespace,
             workspaces.label_nodes,
+            faults.push_taints,
         ],
         max_concurrent_activities=settings.ssh_max_parallel,
     )
@@ -200,6 +208,7 @@ async def ensure_node_probe_schedule(client: Client, settings: Settings) -> None
         ssh_queue=settings.queues.ssh,
         concurrency=settings.node_probe_concurrency,
         timings=settings.node_timings(),
+        failover_monitors=list(settings.fault_failover_monitors),
     )
     schedule = Schedule(
         action=ScheduleActionStartWorkflow(

@@ -91,17 +91,38 @@ async def test_probe_never_moves_a_node_mid_step_or_after_it_moved(session: Asyn
     down = ProbeVerdict(phase=rules.SSH_FAILED, message="unreachable", line="probe: unreachable")
     assert await node_status.begin_step(session, node_id="n1", step="facts", now=NOW)
     assert not await node_status.begin_step(session, node_id="n1", step="facts", now=NOW)  # a retry
-    assert not await node_status.record_probe(
-        session, node_id="n1", seen_phase=rules.READY, verdict=down, now=NOW
+    assert (
+        await node_status.record_probe(
+            session, node_id="n1", seen_phase=rules.READY, reachable=False, verdict=down, now=NOW
+        )
+        is None
     )
     # The probe saw n2 Ready, but it is Managing by the time its verdict lands.
     assert await node_status.begin_manage(session, node_id="n2", cluster_id="c1", action="add", now=NOW) == ""
-    assert not await node_status.record_probe(
-        session, node_id="n2", seen_phase=rules.READY, verdict=down, now=NOW
+    assert (
+        await node_status.record_probe(
+            session, node_id="n2", seen_phase=rules.READY, reachable=False, verdict=down, now=NOW
+        )
+        is None
     )
+    # n3 takes it and counts its runs of failed and good probes
     assert await node_status.record_probe(
-        session, node_id="n3", seen_phase=rules.READY, verdict=down, now=NOW
-    )
+        session, node_id="n3", seen_phase=rules.READY, reachable=False, verdict=down, now=NOW
+    ) == (1, 0)
+    quiet = ProbeVerdict()
+    for expected in ((2, 0), (0, 1), (0, 2), (1, 0)):
+        reachable = expected[1] > 0
+        assert (
+            await node_status.record_probe(
+                session,
+                node_id="n3",
+                seen_phase=rules.SSH_FAILED,
+                reachable=reachable,
+                verdict=quiet,
+                now=NOW,
+            )
+            == expected
+        )
     await session.commit()
     assert (await node(session, "n1")).phase == rules.READY
     assert (await node(session, "n2")).phase == rules.MANAGING

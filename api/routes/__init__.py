@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from api.routes.aliases import custom_router
 from api.routes.clusters import router as clusters_router
+from api.routes.faults import router as faults_router
 from api.routes.image_import import router as image_import_router
 from api.routes.image_registries import router as image_registries_router
 from api.routes.images import router as images_router
@@ -33,6 +34,7 @@ ROUTERS: list[APIRouter] = [
     clusters_router,
     workspaces_router,
     workloads_router,
+    faults_router,
 ]
 
 __all__ = ["ROUTERS", "custom_router"]

@@ -28,6 +28,7 @@ from api.schemas.nodes import (
 from db import logs
 from db import nodes as db
 from db import workspaces as workspace_db
+from db.faults import open_taint_keys
 from db.node_flavors import NodeFlavor
 from db.node_templates import NodeTemplate
 from db.nodes import Node
@@ -413,8 +414,12 @@ async def update_node(
     if body.labels is not None:
         node.labels = dict(body.labels)
     if body.taints is not None:
-        node.taints = [
+        given = [
             {"key": rules.TAINT_PREFIX + t.key, "value": t.value, "effect": t.effect} for t in body.taints
+        ]
+        owned = await open_taint_keys(session, node_id=node.id)  # faults' taints go with their stop
+        node.taints = [t for t in node.taints if t["key"] in owned] + [
+            t for t in given if t["key"] not in owned
         ]
     node.updated_at = utcnow()
     try:
