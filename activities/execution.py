@@ -7,6 +7,8 @@ Credentials are read and decrypted here, in the activity, and never leave it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from db import clusters as cluster_db
 from db.encryption import DecryptionError, SecretBox
 from db.nodes import Node, list_nodes
@@ -40,12 +42,21 @@ async def _host_node(sessions: SessionFactory, box: SecretBox, node: Node) -> Ho
 
 
 async def cluster_driver(
-    sessions: SessionFactory, box: SecretBox, cluster_id: str, *, request_timeout: float = 30
+    sessions: SessionFactory,
+    box: SecretBox,
+    cluster_id: str,
+    *,
+    request_timeout: float = 30,
+    only_nodes: Sequence[str] | None = None,
 ) -> ExecutionDriver:
-    """A driver for the cluster (the caller closes it); DriverUnavailable says why there is none."""
+    """A driver for the cluster (the caller closes it); DriverUnavailable says why there is none.
+    `only_nodes` limits a hosts cluster's driver to those nodes (a workload's pods: a node of the
+    cluster that stopped answering then does not stall reading pods elsewhere)."""
     async with sessions() as session:
         cluster = await cluster_db.get_cluster(session, cluster_id=cluster_id)
         nodes = await list_nodes(session, cluster_id=cluster_id) if cluster is not None else []
+    if only_nodes is not None:
+        nodes = [n for n in nodes if n.id in set(only_nodes)]
     if cluster is None:
         raise DriverUnavailable(f"cluster {cluster_id} not found")
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
@@ -140,10 +140,10 @@ class WorkloadActivities:
         return workload
 
     @contextlib.asynccontextmanager
-    async def _driver(self, cluster_id: str) -> Any:
+    async def _driver(self, cluster_id: str, only_nodes: Sequence[str] | None = None) -> Any:
         try:
             driver = await cluster_driver(
-                self._sessions, self._box, cluster_id, request_timeout=self._timeout
+                self._sessions, self._box, cluster_id, request_timeout=self._timeout, only_nodes=only_nodes
             )
         except DriverUnavailable as exc:
             raise _fail(str(exc), Failure.CLUSTER_UNAVAILABLE, retryable=True) from exc
@@ -344,7 +344,12 @@ class WorkloadActivities:
         missing_polls = 0
         shown: list[PodStatus] | None = None
         pause = watch.poll_seconds
-        async with self._driver(workload.cluster_id) as driver:
+        # only the nodes of this run: one that stopped answering after an earlier run failed over
+        # from it must not stall the watch of this one
+        run_nodes = (
+            workload.nodes[watch.dispatch_count - 1] if len(workload.nodes) >= watch.dispatch_count else None
+        )
+        async with self._driver(workload.cluster_id, run_nodes) as driver:
             while True:
                 pods = await self._pods(driver, workload)
                 if pods != shown:  # the first poll always writes: it may promote the phase

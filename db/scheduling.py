@@ -274,7 +274,7 @@ async def queue_state(session: AsyncSession, *, workspace_id: str) -> QueueState
         placement,
         position,
         reason,
-    ) in rows.tuples():
+    ) in rows:
         if state == ADMITTED:
             pods = tuple(
                 s.PodPlacement(

@@ -19,7 +19,16 @@ from tests.fixtures.histories import HISTORY_DIR
 
 KEPT = sorted(HISTORY_DIR.glob("*.json"))
 HISTORIES = {p.stem: p.read_text(encoding="utf-8") for p in KEPT}
-EXPECTED = {"UserCleanup", "Node", "Cluster", "NodeManage", "ImageImport", "WorkspaceScheduler", "Workload"}
+EXPECTED = {
+    "UserCleanup",
+    "Node",
+    "Cluster",
+    "NodeManage",
+    "ImageImport",
+    "WorkspaceScheduler",
+    "Workload",
+    "Fault",
+}
 
 
 def workflow_type(path: Path) -> str:

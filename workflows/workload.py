@@ -54,6 +54,15 @@ IO_RETRY = RetryPolicy(
     maximum_attempts=8,
     non_retryable_error_types=list(NON_RETRYABLE),
 )
+RERUN_CLEANUP_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_attempts=3,
+    non_retryable_error_types=list(NON_RETRYABLE),
+)
+"""Removing the pods of a failed run before the next: bounded, so a node that stopped answering
+(the usual reason for a failover) delays the rerun by seconds, not minutes. What stays behind on
+it is removed again when the workload ends."""
 WATCH_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -162,20 +171,20 @@ class WorkloadWorkflow:
         if phase is not None:
             enter_phase(phase)
 
-    async def _io(self, method: Any, arg: Any) -> Any:
+    async def _io(self, method: Any, arg: Any, retry: RetryPolicy = IO_RETRY) -> Any:
         return await workflow.execute_activity_method(
             method,
             arg,
             task_queue=self._params.io_queue,
             start_to_close_timeout=timedelta(seconds=self._params.io_timeout_seconds),
-            retry_policy=IO_RETRY,
+            retry_policy=retry,
         )
 
-    async def _try_io(self, method: Any, arg: Any) -> str:
+    async def _try_io(self, method: Any, arg: Any, retry: RetryPolicy = IO_RETRY) -> str:
         """A driver call whose failure (after its retries) must not end the workflow: "" when it
         succeeded, else why it failed (also logged)."""
         try:
-            await self._io(method, arg)
+            await self._io(method, arg, retry)
         except ActivityError as err:
             message = failure_message(err)[1]
             workflow.logger.warning(
@@ -322,7 +331,7 @@ class WorkloadWorkflow:
             if isinstance(outcome, life.Finish):
                 return outcome
             plan = outcome.plan
-            await self._try_io(WorkloadActivities.remove_pods, plan.workload_id)
+            await self._try_io(WorkloadActivities.remove_pods, plan.workload_id, RERUN_CLEANUP_RETRY)
             if not outcome.rollout:
                 note = FailoverNote(workload_id=plan.workload_id, dispatch_count=count, message=outcome.why)
                 await record(WorkloadActivities.failover, note)

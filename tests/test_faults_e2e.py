@@ -1,0 +1,190 @@
+"""Faults end to end on a `hosts` cluster of real sshd hosts: a NoExecute fault moves a running
+workload to the other node and stopping it makes the node schedulable again; the node probe
+raises its `ssh-unreachable` fault only after N missed checks in a row (failing the workload
+over then, not before) and clears it after M answers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from domain.faults import SSH_UNREACHABLE
+from domain.nodes import ProbeInput, ProbeSummary
+from tests.conftest import Platform
+from tests.fixtures.histories import replay_and_keep
+from tests.fixtures.polling import poll_json
+from tests.fixtures.sshd import SSHFarm, SSHHost, sshd_farm
+from tests.fixtures.workloads import (
+    WL,
+    HostCluster,
+    add_host_cluster,
+    add_workspace,
+    submit,
+    wait_phase,
+    workload_body,
+)
+from workflows.fault import FaultWorkflow
+from workflows.node_probe import NodeProbeWorkflow
+
+SSH_PORT = 16500
+FAULTS = "/api/v1/faults"
+NODES = "/api/v1/nodes"
+
+
+@pytest.fixture(scope="module")
+def farm() -> Iterator[SSHFarm]:
+    with sshd_farm(port=SSH_PORT) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def hosts(farm: SSHFarm) -> list[SSHHost]:
+    return farm.add_hosts(2)
+
+
+@pytest.fixture
+async def cluster(
+    api: httpx.AsyncClient, platform: Platform, farm: SSHFarm, hosts: list[SSHHost]
+) -> HostCluster:
+    return await add_host_cluster(platform, farm, hosts)
+
+
+def node_of(detail: dict[str, Any]) -> str:
+    nodes = {p["adminNodeName"] for p in detail["pods"] if p["phase"] == "Running"}
+    assert len(nodes) == 1, detail["pods"]
+    return nodes.pop()
+
+
+async def running_on(api: httpx.AsyncClient, admin: dict[str, str], workload_id: str, dispatch: int) -> str:
+    detail = await poll_json(
+        api,
+        admin,
+        f"{WL}/{workload_id}",
+        lambda b: (
+            b["phase"] == "Running"
+            and b["dispatchCount"] == dispatch
+            and any(p["phase"] == "Running" for p in b["pods"])
+        ),
+        within=60,
+    )
+    return node_of(detail)
+
+
+async def node_view(api: httpx.AsyncClient, admin: dict[str, str], node_id: str) -> dict[str, Any]:
+    return dict((await api.get(f"{NODES}/{node_id}", headers=admin)).json())
+
+
+async def test_a_no_execute_fault_moves_the_workload_and_its_stop_frees_the_node(
+    api: httpx.AsyncClient, admin: dict[str, str], platform: Platform, cluster: HostCluster
+) -> None:
+    workspace_id = await add_workspace(api, admin, cluster, "faults")
+    workload_id = await submit(api, admin, workload_body(workspace_id, "sleep 300", maxRetry=1))
+    first = await running_on(api, admin, workload_id, 1)
+
+    resp = await api.post(
+        FAULTS,
+        json={"nodeId": first, "monitorId": "001", "message": "gpu lost", "effect": "NoExecute"},
+        headers=admin,
+    )
+    assert resp.status_code == 200, resp.text
+    fault_id = resp.json()["id"]
+    second = await running_on(api, admin, workload_id, 2)
+    assert second != first
+    detail = (await api.get(f"{WL}/{workload_id}", headers=admin)).json()
+    failover = [c for c in detail["conditions"] if c["type"] == "AdminFailover"]
+    assert failover and "fault 001: gpu lost" in failover[0]["message"], detail["conditions"]
+    held = await node_view(api, admin, first)
+    assert held["available"] is False and "fault 001: gpu lost" in held["message"]
+    listed = (await api.get(FAULTS, params={"nodeId": first}, headers=admin)).json()
+    assert [(i["id"], i["phase"], i["deletionTime"]) for i in listed["items"]] == [
+        (fault_id, "Succeeded", "")
+    ]
+
+    # stopped, the node is schedulable again: a workload pinned to it runs there
+    assert (await api.post(f"{FAULTS}/{fault_id}/stop", headers=admin)).status_code == 200
+    await poll_json(api, admin, f"{NODES}/{first}", lambda b: b["available"] is True and b["taints"] == [])
+    handle = platform.state.temporal.get_workflow_handle(f"fault/{fault_id}")
+    assert await handle.result() == "Closed"
+    await replay_and_keep(handle, [FaultWorkflow], "fault-no-execute-failover-then-stopped")
+    pinned = await submit(api, admin, workload_body(workspace_id, "echo pinned", specifiedNodes=[first]))
+    done = await wait_phase(api, admin, pinned, "Succeeded", "Failed")
+    assert done["phase"] == "Succeeded" and {p["adminNodeName"] for p in done["pods"]} == {first}
+    await api.post(f"{WL}/{workload_id}/stop", headers=admin)
+    await wait_phase(api, admin, workload_id, "Stopped")
+
+
+async def probe(platform: Platform) -> ProbeSummary:
+    """One pass of the node probe, as the `system/node-probe` schedule starts it."""
+    settings = platform.settings
+    result: ProbeSummary = await platform.state.temporal.execute_workflow(
+        NodeProbeWorkflow.run,
+        ProbeInput(
+            ssh_queue=settings.queues.ssh,
+            timings=settings.node_timings(),
+            failover_monitors=list(settings.fault_failover_monitors),
+        ),
+        id=f"test-probe-{uuid.uuid4().hex[:8]}",
+        task_queue=settings.queues.control,
+    )
+    return result
+
+
+async def test_the_probe_raises_its_fault_after_n_misses_and_clears_it_after_m_answers(
+    api: httpx.AsyncClient,
+    admin: dict[str, str],
+    platform: Platform,
+    farm: SSHFarm,
+    hosts: list[SSHHost],
+    cluster: HostCluster,
+) -> None:
+    settings = platform.settings
+    saved = (settings.fault_raise_after_probes, settings.fault_clear_after_probes)
+    settings.fault_raise_after_probes, settings.fault_clear_after_probes = 2, 2
+    workspace_id = await add_workspace(api, admin, cluster, "probed")
+    workload_id = await submit(api, admin, workload_body(workspace_id, "sleep 300", maxRetry=1))
+    node_id = await running_on(api, admin, workload_id, 1)
+    host = hosts[cluster.node_ids.index(node_id)]
+    farm.stop(host)
+    try:
+        # one missed check: the node is SSHFailed, but no fault and no failover
+        await probe(platform)
+        view = await node_view(api, admin, node_id)
+        assert view["phase"] == "SSHFailed", view
+        assert (await api.get(FAULTS, params={"nodeId": node_id}, headers=admin)).json()["totalCount"] == 0
+        detail = (await api.get(f"{WL}/{workload_id}", headers=admin)).json()
+        assert (detail["phase"], detail["dispatchCount"]) == ("Running", 1)
+
+        # the second in a row raises the fault: the workload moves to the other node
+        await probe(platform)
+        raised = await poll_json(
+            api,
+            admin,
+            f"{FAULTS}?nodeId={node_id}",
+            lambda b: [i["phase"] for i in b["items"]] == ["Succeeded"],
+        )
+        fault = raised["items"][0]
+        assert (fault["monitorId"], fault["source"], fault["deletionTime"]) == (SSH_UNREACHABLE, "probe", "")
+        assert await running_on(api, admin, workload_id, 2) != node_id
+    finally:
+        farm.start(host)
+    # one answer is not enough to clear it; the second is
+    await probe(platform)
+    assert (await node_view(api, admin, node_id))["phase"] == "Ready"
+    assert (await api.get(FAULTS, params={"onlyOpen": "true"}, headers=admin)).json()["totalCount"] == 1
+    await probe(platform)
+    await poll_json(api, admin, f"{FAULTS}?onlyOpen=true", lambda b: b["totalCount"] == 0)
+    await poll_json(api, admin, f"{NODES}/{node_id}", lambda b: b["available"] is True)
+    lines = (await api.get(f"{NODES}/{node_id}/logs", headers=admin)).json()["logs"]
+    assert any(f"fault {SSH_UNREACHABLE} raised" in line and "2 failed probes" in line for line in lines), (
+        lines
+    )
+    assert any(f"fault {SSH_UNREACHABLE} cleared" in line and "2 good probes" in line for line in lines), (
+        lines
+    )
+    settings.fault_raise_after_probes, settings.fault_clear_after_probes = saved
+    await api.post(f"{WL}/{workload_id}/stop", headers=admin)
+    await wait_phase(api, admin, workload_id, "Stopped")
