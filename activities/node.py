@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,10 +35,12 @@ from db.session import SessionFactory
 from domain import addon_catalogue
 from domain import faults as fault_rules
 from domain import nodes as rules
+from domain import ops_jobs as ops
 from domain.config import NodeConfig, Source, current
 from domain.errors import PrimusError
 from domain.failures import Failure
 from domain.logs import LogResource
+from domain.nodes import UnavailableReason
 from domain.timefmt import utcnow
 from drivers.local import LocalConnection
 from drivers.ssh import (
@@ -382,6 +385,108 @@ class NodeActivities:
         if addon is None:
             raise _fail(f"addon {name} is not in the catalogue", Failure.ADDON_FAILED)
         return addon.script
+
+    # --- ops job steps (ssh queue) ---------------------------------------------------------------
+
+    @activity.defn(name="node.job_addons")
+    async def job_addons(self, step: ops.AddonStep) -> str:
+        """Run an addon job's addons on the node, in order, each line in the node's log; a failing
+        addon fails the step (non-retryable) with its exit code and output."""
+        node = await self._load(step.node_id)
+        if node.phase != rules.READY or node.step:
+            raise _fail(f"the node is not ready (phase {node.phase or 'unknown'})", Failure.INVALID)
+        template_cmd = self._config().commands.get("run_addon") or ["sudo", "-n", "bash", "{script}"]
+        await self._log(node.id, f"ops job {step.job_id}: addons {', '.join(step.addons)} started")
+        async with self._ssh(node, keep=False) as conn:
+            try:
+                await self._blocking(partial(conn.run, ["mkdir", "-p", ADDON_DIR], timeout=30))
+                for index in range(len(step.addons)):
+                    await self._install_one(conn, node.id, index, step.addons, list(template_cmd))
+            except SSHError as err:
+                raise _ssh_failure(err) from err
+        await self._log(node.id, f"ops job {step.job_id}: addons done")
+        return f"{len(step.addons)} addons installed"
+
+    async def _answers(self, node: Node) -> bool:
+        try:
+            async with self._ssh(node, reuse=False, keep=False) as conn:
+                await self._blocking(lambda: conn.run(["true"], timeout=self._connect_timeout))
+        except (ApplicationError, SSHError):
+            return False
+        return True
+
+    @activity.defn(name="node.job_reboot")
+    async def job_reboot(self, step: ops.RebootStep) -> str:
+        """Reboot the node (held unavailable meanwhile) and wait until it went away and answers
+        again. Heartbeats its stage, so a retry after a worker restart never reboots twice."""
+        details = activity.info().heartbeat_details
+        stage = str(details[0]) if details else ""
+        node = await self._load(step.node_id)
+        say = partial(self._log, node.id)
+        if not stage:
+            await self._write(
+                partial(
+                    node_status.mark_unavailable,
+                    node_id=node.id,
+                    reason=UnavailableReason.REBOOT,
+                    ref=step.job_id,
+                    message=f"rebooting (ops job {step.job_id})",
+                    now=utcnow(),
+                )
+            )
+            await say(f"{ops.REBOOT_LOG_PREFIX}requested by ops job {step.job_id}")
+            command = self._config().commands.get("reboot") or ["sudo", "-n", "reboot"]
+            connected = False
+            try:
+                async with self._ssh(node, reuse=False, keep=False) as conn:
+                    connected = True
+                    result = await self._blocking(partial(conn.run, list(command), timeout=30, check=False))
+                await say(f"{ops.REBOOT_LOG_PREFIX}command exited {result.exit_code}")
+            except (ApplicationError, SSHError) as err:
+                reason = err.message if isinstance(err, ApplicationError) else err.reason
+                if not connected:  # never reached: nothing was rebooted (retried, then the job fails)
+                    await say(f"{ops.REBOOT_LOG_PREFIX}cannot reach the node: {reason}", level="ERROR")
+                    await self._release_reboot(node.id, step.job_id)
+                    if isinstance(err, ApplicationError):
+                        raise
+                    raise _ssh_failure(err) from err
+                await say(f"{ops.REBOOT_LOG_PREFIX}command sent ({reason})")  # the connection dropping
+            stage = "sent"
+            activity.heartbeat(stage)
+        started = time.monotonic()
+        try:
+            while True:
+                answers = await self._answers(node)
+                if stage == "sent" and not answers:
+                    stage = "down"
+                    await say(f"{ops.REBOOT_LOG_PREFIX}the node went down")
+                elif stage == "down" and answers:
+                    break
+                elapsed = time.monotonic() - started
+                if stage == "sent" and elapsed > step.down_grace_seconds:
+                    raise _fail(
+                        f"the node still answers {step.down_grace_seconds} s after the reboot command",
+                        Failure.COMMAND_FAILED,
+                    )
+                if elapsed > step.wait_seconds:
+                    raise _fail(
+                        f"the node did not answer within {step.wait_seconds} s of the reboot",
+                        Failure.UNREACHABLE,
+                    )
+                activity.heartbeat(stage)
+                await asyncio.sleep(1)
+        except ApplicationError as err:
+            await say(f"{ops.REBOOT_LOG_PREFIX}{err.message}", level="ERROR")
+            await self._release_reboot(node.id, step.job_id)
+            raise
+        await say(f"{ops.REBOOT_LOG_PREFIX}the node answers again")
+        await self._release_reboot(node.id, step.job_id)
+        return "rebooted"
+
+    async def _release_reboot(self, node_id: str, job_id: str) -> None:
+        await self._write(
+            partial(node_status.mark_available, node_id=node_id, reason=UnavailableReason.REBOOT, ref=job_id)
+        )
 
     # --- records (control queue) ------------------------------------------------------------------
 

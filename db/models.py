@@ -9,6 +9,7 @@ from db.logs import OperationLog
 from db.node_flavors import NodeFlavor
 from db.node_templates import NodeTemplate
 from db.nodes import Node, NodeHold
+from db.ops_jobs import OpsJob
 from db.public_keys import PublicKey
 from db.scheduling import QueueEntry
 from db.secrets import Secret
@@ -29,6 +30,7 @@ __all__ = [
     "NodeHold",
     "NodeTemplate",
     "OperationLog",
+    "OpsJob",
     "PublicKey",
     "QueueEntry",
     "RegistryStats",

@@ -88,6 +88,12 @@ class InUse(Conflict):
     """The resource is referenced by another and cannot be removed (409)."""
 
 
+class Busy(Conflict):
+    """Another operation is processing the resource (409, upstream's resource-processing code)."""
+
+    code = "Primus.00010"
+
+
 _KIND_CODES = {
     "Workload": "Primus.01001",
     "ResourceTemplate": "Primus.01002",

@@ -108,6 +108,14 @@ class Settings(BaseSettings):
     workload_max_watches: int = 2000
     """Pod watches (one per running workload) one worker runs at once."""
     node_probe_concurrency: int = 50
+    ops_job_timeout_seconds: int = Field(default=0, ge=0)
+    """`timeoutSecond` of ops jobs that give none (0: no timeout; upstream's chart: 3600)."""
+    ops_job_ttl_seconds: int = Field(default=300, ge=0)
+    """`ttlSecondsAfterFinished` of ops jobs that give none (upstream's chart: 300)."""
+    ops_job_reboot_wait_seconds: int = Field(default=900, ge=10)
+    """How long a reboot job waits for a node to answer again."""
+    ops_job_idle_poll_seconds: float = Field(default=10.0, gt=0)
+    """How often a `securityUpgrade` addon job checks whether a node still runs workloads."""
     fault_raise_after_probes: int = Field(default=3, ge=1)
     """Probes in a row that miss a node before its `ssh-unreachable` fault is raised."""
     fault_clear_after_probes: int = Field(default=2, ge=1)

@@ -26,6 +26,7 @@ from activities.fault import FaultActivities
 from activities.image_import import ImageImportActivities, ImportProgressActivities
 from activities.images import ImageActivities
 from activities.node import NodeActivities
+from activities.ops_job import OpsJobActivities
 from activities.scheduler import SchedulerActivities
 from activities.users import UserActivities
 from activities.workload import WorkloadActivities
@@ -42,6 +43,7 @@ from workflows.image_import import ImageImportWorkflow
 from workflows.node import NodeWorkflow
 from workflows.node_probe import SCHEDULE_ID as NODE_PROBE_SCHEDULE
 from workflows.node_probe import NodeProbeWorkflow
+from workflows.ops_job import OpsJobWorkflow
 from workflows.pod_read import PodReadWorkflow
 from workflows.registry_stats import SCHEDULE_ID as REGISTRY_STATS_SCHEDULE
 from workflows.registry_stats import RegistryStatsWorkflow
@@ -69,6 +71,7 @@ CONTROL_WORKFLOWS: list[type] = [
     WorkloadWorkflow,
     PodReadWorkflow,
     FaultWorkflow,
+    OpsJobWorkflow,
 ]
 
 
@@ -81,6 +84,7 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
     scheduler = SchedulerActivities(sessions, settings.reserve_percents)
     workloads = WorkloadActivities(sessions, SecretBox(settings.encryption_key()))
     faults = FaultActivities(sessions, SecretBox(settings.encryption_key()))
+    ops_jobs = OpsJobActivities(sessions, SecretBox(settings.encryption_key()), settings.data_dir / "opsjobs")
     control = Worker(
         client,
         task_queue=settings.queues.control,
@@ -123,6 +127,11 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
             faults.apply,
             faults.close,
             faults.remove,
+            ops_jobs.start,
+            ops_jobs.record_node,
+            ops_jobs.finish,
+            ops_jobs.mark_deleted,
+            ops_jobs.node_busy,
         ],
     )
     workload_io = Worker(
@@ -147,6 +156,9 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
             workspaces.remove_namespace,
             workspaces.label_nodes,
             faults.push_taints,
+            nodes.job_addons,
+            nodes.job_reboot,
+            ops_jobs.dump_logs,
         ],
         max_concurrent_activities=settings.ssh_max_parallel,
     )

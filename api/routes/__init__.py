@@ -13,6 +13,7 @@ from api.routes.images import router as images_router
 from api.routes.node_flavors import router as node_flavors_router
 from api.routes.node_templates import router as node_templates_router
 from api.routes.nodes import router as nodes_router
+from api.routes.ops_jobs import router as ops_jobs_router
 from api.routes.public_keys import router as public_keys_router
 from api.routes.registry_stats import router as registry_stats_router
 from api.routes.secrets import router as secrets_router
@@ -35,6 +36,7 @@ ROUTERS: list[APIRouter] = [
     workspaces_router,
     workloads_router,
     faults_router,
+    ops_jobs_router,
 ]
 
 __all__ = ["ROUTERS", "custom_router"]

@@ -1,0 +1,250 @@
+"""Ops jobs end to end on real sshd hosts: an addon job in batches, one failing node failing it,
+a reboot job waiting for the node to come back, a dumplog archive, and stop."""
+
+from __future__ import annotations
+
+import asyncio
+import tarfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from db.logs import OperationLog
+from domain.logs import LogResource
+from tests.conftest import Platform
+from tests.fixtures.nodes import prepare_node_settings
+from tests.fixtures.polling import poll_json
+from tests.fixtures.sshd import SSHFarm, SSHHost, sshd_farm
+from tests.fixtures.workloads import (
+    HostCluster,
+    add_host_cluster,
+    add_workspace,
+    submit,
+    wait_phase,
+    workload_body,
+)
+
+SSH_PORT = 16510
+JOBS = "/api/v1/opsjobs"
+
+BATCH_ADDON = 'echo "batch-addon on $(echo $SSH_CONNECTION | cut -d" " -f3)"; sleep 1\n'
+CHECK_ADDON = (
+    'me=$(echo $SSH_CONNECTION | cut -d" " -f3)\n'
+    'if [ "$me" = "$(cat "$HOME/fail-host" 2>/dev/null)" ]; then\n'
+    '  echo "disk check failed on $me" >&2; exit 4\n'
+    "fi\n"
+    'echo "check passed on $me"\n'
+)
+REBOOT_STANDIN = '#!/bin/sh\necho "$(echo $SSH_CONNECTION | cut -d" " -f3)" >> "$HOME/reboot-requests"\n'
+
+
+@pytest.fixture(scope="module")
+def farm() -> Iterator[SSHFarm]:
+    with sshd_farm(port=SSH_PORT) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def hosts(farm: SSHFarm) -> list[SSHHost]:
+    return farm.add_hosts(4)
+
+
+@pytest.fixture
+async def cluster(
+    api: httpx.AsyncClient, platform: Platform, farm: SSHFarm, hosts: list[SSHHost], tmp_path: Path
+) -> AsyncIterator[HostCluster]:
+    previous = prepare_node_settings(platform.settings, farm, tmp_path / "addons")
+    (tmp_path / "addons" / "batch-addon.sh").write_text("#!/usr/bin/env bash\n" + BATCH_ADDON)
+    (tmp_path / "addons" / "check-addon.sh").write_text("#!/usr/bin/env bash\n" + CHECK_ADDON)
+    farm.write_user_file("bin/reboot-standin", REBOOT_STANDIN)
+    platform.settings.node_commands = {
+        **platform.settings.node_commands,
+        "reboot": [str(farm.home / "bin/reboot-standin")],
+    }
+    for name in ("fail-host", "reboot-requests"):
+        (farm.home / name).unlink(missing_ok=True)
+    yield await add_host_cluster(platform, farm, hosts)
+    for name, value in previous.items():
+        setattr(platform.settings, name, value)
+
+
+async def create(api: httpx.AsyncClient, admin: dict[str, str], body: dict[str, Any]) -> str:
+    resp = await api.post(JOBS, json=body, headers=admin)
+    assert resp.status_code == 200, resp.text
+    return str(resp.json()["jobId"])
+
+
+async def ended(
+    api: httpx.AsyncClient, admin: dict[str, str], job_id: str, within: float = 90
+) -> dict[str, Any]:
+    body: dict[str, Any] = await poll_json(
+        api, admin, f"{JOBS}/{job_id}", lambda b: b["phase"] in ("Succeeded", "Failed"), within=within
+    )
+    return body
+
+
+async def node_lines(platform: Platform, node_id: str, needle: str) -> list[OperationLog]:
+    async with platform.state.sessions() as session:
+        rows = await session.execute(
+            select(OperationLog)
+            .where(OperationLog.resource_type == LogResource.NODE.value, OperationLog.resource_id == node_id)
+            .order_by(OperationLog.id)
+        )
+        return [r for r in rows.scalars() if needle in r.line]
+
+
+async def test_an_addon_job_runs_in_batches_and_one_failing_node_fails_it(
+    api: httpx.AsyncClient,
+    admin: dict[str, str],
+    platform: Platform,
+    farm: SSHFarm,
+    hosts: list[SSHHost],
+    cluster: HostCluster,
+) -> None:
+    nodes = sorted(cluster.node_ids)
+    body = {
+        "name": "addon-batches",
+        "type": "addon",
+        "inputs": [
+            {"name": "addon.template", "value": "batch-addon"},
+            {"name": "cluster", "value": cluster.cluster_id},
+        ],
+        "batchCount": 2,
+    }
+    job = await ended(api, admin, await create(api, admin, body))
+    assert (job["phase"], job["message"]) == ("Succeeded", "success: 4, fail: 0"), job
+    assert [(n["nodeId"], n["phase"]) for n in job["nodes"]] == [(n, "Succeeded") for n in nodes]
+    assert job["startTime"] and job["endTime"] and job["conditions"][-1]["reason"] == "JobSucceeded"
+    # the node logs show two batches: the second starts only after the first is done
+    starts = {
+        n: (await node_lines(platform, n, f"ops job {job['jobId']}: addons batch-addon started"))[0]
+        for n in nodes
+    }
+    dones = {n: (await node_lines(platform, n, f"ops job {job['jobId']}: addons done"))[0] for n in nodes}
+    first, second = nodes[:2], nodes[2:]
+    assert max(dones[n].created_at for n in first) <= min(starts[n].created_at for n in second)
+    assert max(starts[n].created_at for n in first) < min(dones[n].created_at for n in first)  # in parallel
+    assert any("batch-addon on" in r.line for r in await node_lines(platform, nodes[3], "batch-addon on"))
+
+    # one node whose check fails, with availableRatio 1.0: the job fails naming it and its output
+    bad = nodes[1]
+    (farm.home / "fail-host").write_text(hosts[cluster.node_ids.index(bad)].address)
+    body = {
+        "name": "addon-check",
+        "type": "addon",
+        "inputs": [
+            {"name": "addon.template", "value": "check-addon"},
+            {"name": "cluster", "value": cluster.cluster_id},
+        ],
+        "batchCount": 2,
+        "availableRatio": 1.0,
+    }
+    failed = await ended(api, admin, await create(api, admin, body))
+    assert failed["phase"] == "Failed", failed
+    assert "The number of failures has reached the threshold(1)" in failed["message"]
+    assert f"node {bad}" in failed["message"] and "exit code 4" in failed["message"], failed["message"]
+    states = {n["nodeId"]: n["phase"] for n in failed["nodes"]}
+    assert states[bad] == "Failed" and states[nodes[0]] == "Succeeded"
+    assert states[nodes[2]] == states[nodes[3]] == "Pending"  # the second batch never ran
+    assert [c["reason"] for c in failed["conditions"] if c["type"] == bad] == ["NodeFailed"]
+    lines = [r.line for r in await node_lines(platform, bad, "disk check failed")]
+    assert lines, "the failing addon's output is in the node's log"
+    (farm.home / "fail-host").unlink()
+
+
+async def test_a_reboot_job_waits_for_the_node_to_come_back(
+    api: httpx.AsyncClient,
+    admin: dict[str, str],
+    platform: Platform,
+    farm: SSHFarm,
+    hosts: list[SSHHost],
+    cluster: HostCluster,
+) -> None:
+    node_id = sorted(cluster.node_ids)[0]
+    host = hosts[cluster.node_ids.index(node_id)]
+    requests = farm.home / "reboot-requests"
+
+    async def stand_in_reboot() -> None:
+        while not requests.exists():  # a file written over SSH: nothing to wait on but polling  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        await asyncio.to_thread(farm.stop, host)
+        await asyncio.sleep(4)
+        await asyncio.to_thread(farm.start, host)
+
+    machine = asyncio.create_task(stand_in_reboot())
+    job_id = await create(
+        api, admin, {"name": "reboot-one", "type": "reboot", "inputs": [{"name": "node", "value": node_id}]}
+    )
+    held = await poll_json(
+        api, admin, f"/api/v1/nodes/{node_id}", lambda b: b["available"] is False, within=30
+    )
+    assert "rebooting" in held["message"]
+    job = await ended(api, admin, job_id, within=120)
+    await machine
+    assert job["phase"] == "Succeeded", job
+    assert job["outputs"] == [{"name": "node", "value": node_id}]
+    assert requests.read_text().split() == [host.address]
+    node = (await api.get(f"/api/v1/nodes/{node_id}", headers=admin)).json()
+    assert node["phase"] == "Ready" and node["available"] is True, node
+    logs = (await api.get(f"/api/v1/nodes/{node_id}/reboot/logs", headers=admin)).json()["logs"]
+    assert any("requested by ops job" in line for line in logs)
+    assert any("the node went down" in line for line in logs) and any(
+        "answers again" in line for line in logs
+    )
+
+
+async def test_a_dumplog_job_archives_the_pod_logs_and_a_stop_ends_a_waiting_job(
+    api: httpx.AsyncClient, admin: dict[str, str], platform: Platform, cluster: HostCluster
+) -> None:
+    workspace_id = await add_workspace(api, admin, cluster, "dumps")
+    workload_id = await submit(
+        api,
+        admin,
+        workload_body(workspace_id, "for i in 1 2 3; do echo line-$i; done", resource={"replica": 2}),
+    )
+    await wait_phase(api, admin, workload_id, "Succeeded")
+    job = await ended(
+        api,
+        admin,
+        await create(
+            api,
+            admin,
+            {"name": "dump", "type": "dumplog", "inputs": [{"name": "workload", "value": workload_id}]},
+        ),
+    )
+    assert job["phase"] == "Succeeded", job
+    outputs = {o["name"]: o["value"] for o in job["outputs"]}
+    with tarfile.open(outputs["endpoint"]) as archive:
+        names = sorted(archive.getnames())
+        assert len(names) == 2 and all(n.startswith(f"{workload_id}/") for n in names)
+        text = archive.extractfile(names[0]).read().decode()  # type: ignore[union-attr]
+    assert "line-1" in text and "line-3" in text
+    assert int(outputs["size"]) > 0
+
+    # a securityUpgrade addon job waits while a workload runs on its node; stop ends it
+    busy = await submit(
+        api, admin, workload_body(workspace_id, "sleep 300", specifiedNodes=[sorted(cluster.node_ids)[0]])
+    )
+    await wait_phase(api, admin, busy, "Running")
+    body = {
+        "name": "careful",
+        "type": "addon",
+        "inputs": [
+            {"name": "addon.template", "value": "batch-addon"},
+            {"name": "node", "value": sorted(cluster.node_ids)[0]},
+        ],
+        "securityUpgrade": True,
+    }
+    job_id = await create(api, admin, body)
+    await poll_json(api, admin, f"{JOBS}/{job_id}", lambda b: b["phase"] == "Running")
+    assert (await api.post(f"{JOBS}/{job_id}/stop", headers=admin)).status_code == 200
+    stopped = await ended(api, admin, job_id)
+    assert (stopped["phase"], stopped["message"]) == ("Failed", "The job is stopped")
+    assert [n["phase"] for n in stopped["nodes"]] == ["Pending"]
+    assert (await api.delete(f"{JOBS}/{job_id}", headers=admin)).status_code == 200
+    await poll_json(api, admin, JOBS, lambda b: job_id not in [i["jobId"] for i in b["items"]])
+    await api.post(f"/api/v1/workloads/{busy}/stop", headers=admin)
