@@ -101,6 +101,8 @@ class OpsJobWorkflowInput(BaseModel):
     """How often a `securityUpgrade` addon job checks whether a node runs a workload."""
     reboot_wait_seconds: int = 900
     """How long a reboot job waits for a node to answer again."""
+    heartbeat_seconds: int = 30
+    """Heartbeat timeout of the per-node SSH steps (a killed worker's step is retried after it)."""
 
 
 class NodeStep(BaseModel):

@@ -4,21 +4,35 @@ a reboot job waiting for the node to come back, a dumplog archive, and stop."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal as signal_module
 import tarfile
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import select
+from temporalio.client import Client
 
+from db.encryption import SecretBox
 from db.logs import OperationLog
+from db.migrate import upgrade
+from db.ops_jobs import OpsJob
+from db.session import create_engine, session_factory
+from domain import ops_jobs as rules
 from domain.logs import LogResource
+from domain.timefmt import utcnow
 from tests.conftest import Platform
 from tests.fixtures.nodes import prepare_node_settings
-from tests.fixtures.polling import poll_json
+from tests.fixtures.polling import poll_json, until
 from tests.fixtures.sshd import SSHFarm, SSHHost, sshd_farm
+from tests.fixtures.worker_processes import WorkerProcesses
 from tests.fixtures.workloads import (
     HostCluster,
     add_host_cluster,
@@ -27,6 +41,7 @@ from tests.fixtures.workloads import (
     wait_phase,
     workload_body,
 )
+from workflows.ops_job import OpsJobWorkflow
 
 SSH_PORT = 16510
 JOBS = "/api/v1/opsjobs"
@@ -248,3 +263,97 @@ async def test_a_dumplog_job_archives_the_pod_logs_and_a_stop_ends_a_waiting_job
     assert (await api.delete(f"{JOBS}/{job_id}", headers=admin)).status_code == 200
     await poll_json(api, admin, JOBS, lambda b: job_id not in [i["jobId"] for i in b["items"]])
     await api.post(f"/api/v1/workloads/{busy}/stop", headers=admin)
+
+
+async def test_a_worker_killed_mid_batch_resumes_without_rerunning_finished_nodes(
+    temporal_client: Client, farm: SSHFarm, hosts: list[SSHHost], tmp_path: Path
+) -> None:
+    """An addon job of four one-node batches; its worker process is killed (SIGKILL) while the
+    second node runs. Another worker finishes the job: the first node never runs again, the one
+    in flight runs at most twice (its activity is retried), every node ends Succeeded."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'primus.db'}"
+    upgrade(url)
+    run = uuid.uuid4().hex[:8]
+    key = Fernet.generate_key().decode()
+    addons = tmp_path / "addons"
+    addons.mkdir()
+    (addons / "slow-count.sh").write_text(
+        '#!/usr/bin/env bash\necho "$(echo $SSH_CONNECTION | cut -d" " -f3)" >> "$HOME/slow-count"\nsleep 2\n'
+    )
+    (farm.home / "slow-count").unlink(missing_ok=True)
+    env = {
+        **os.environ,
+        "PRIMUS_DATABASE_URL": url,
+        "PRIMUS_TEMPORAL_ADDRESS": temporal_client.service_client.config.target_host,
+        "PRIMUS_SECRET_KEY": key,
+        "PRIMUS_QUEUE_CONTROL": f"control-{run}",
+        "PRIMUS_QUEUE_SSH": f"ssh-{run}",
+        "PRIMUS_QUEUE_IMAGES": f"images-{run}",
+        "PRIMUS_QUEUE_WORKLOADS": f"workloads-{run}",
+        "PRIMUS_NODE_PROBE_INTERVAL_SECONDS": "86400",
+        "PRIMUS_NODE_ADDON_DIR": str(addons),
+        "PRIMUS_NODE_COMMANDS": json.dumps({"run_addon": ["bash", "{script}"]}),
+        "PRIMUS_NODE_HEARTBEAT_TIMEOUT_SECONDS": "5",
+    }
+    engine = create_engine(url)
+    sessions = session_factory(engine)
+    workers = WorkerProcesses(env, tmp_path)
+    state = SimpleNamespace(state=SimpleNamespace(sessions=sessions, box=SecretBox(key.encode())))
+    cluster = await add_host_cluster(state, farm, hosts)  # type: ignore[arg-type]
+    nodes = sorted(cluster.node_ids)
+    job_id = f"resume-{run[:5]}"
+    now = utcnow()
+    async with sessions() as session, session.begin():
+        session.add(
+            OpsJob(
+                id=job_id,
+                name="resume",
+                type="addon",
+                node_ids=nodes,
+                cluster_id=cluster.cluster_id,
+                user_id="root",
+                phase="Pending",
+                spec={"addons": ["slow-count"]},
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    params = rules.OpsJobWorkflowInput(
+        job_id=job_id,
+        type="addon",
+        node_ids=nodes,
+        addons=["slow-count"],
+        batch_count=1,
+        ssh_queue=f"ssh-{run}",
+    )
+    handle = await temporal_client.start_workflow(
+        OpsJobWorkflow.run, params, id=f"opsjob/{job_id}", task_queue=f"control-{run}"
+    )
+    ran = farm.home / "slow-count"
+
+    def runs() -> list[str]:
+        return ran.read_text().split() if ran.exists() else []
+
+    address = {n: hosts[cluster.node_ids.index(n)].address for n in nodes}
+    try:
+        worker = workers.start()
+
+        async def second_node_runs() -> bool:
+            return len(runs()) >= 2
+
+        await until(second_node_runs, within=60)
+        worker.send_signal(signal_module.SIGKILL)
+        worker.wait()
+        workers.start()
+        assert await handle.result() == "Succeeded"
+        async with sessions() as session:
+            job = await session.get(OpsJob, job_id)
+        assert job is not None and job.phase == "Succeeded", job and job.message
+        assert set(job.node_results) == set(nodes) and all(r["ok"] for r in job.node_results.values())
+        counts = {n: runs().count(address[n]) for n in nodes}
+        assert counts[nodes[0]] == 1, counts  # finished before the kill: never again
+        assert 1 <= counts[nodes[1]] <= 2, counts  # in flight: retried at most once
+        assert counts[nodes[2]] == counts[nodes[3]] == 1, counts
+    finally:
+        workers.close()
+        await engine.dispose()

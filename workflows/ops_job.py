@@ -158,7 +158,9 @@ class OpsJobWorkflow:
             self._show(f"{node_id}: waiting until {', '.join(busy)} end (securityUpgrade)")
             await workflow.sleep(params.idle_poll_seconds)
         step = rules.AddonStep(job_id=params.job_id, node_id=node_id, addons=params.addons)
-        return await self._node_step(params, node_id, NodeActivities.job_addons, step, heartbeat=60)
+        return await self._node_step(
+            params, node_id, NodeActivities.job_addons, step, heartbeat=params.heartbeat_seconds
+        )
 
     async def _reboot(self, params: rules.OpsJobWorkflowInput) -> rules.JobEnd:
         self._show(f"rebooting {', '.join(params.node_ids)}")
@@ -167,7 +169,12 @@ class OpsJobWorkflow:
             for node_id in params.node_ids
         ]
         outcomes = await asyncio.gather(
-            *(self._node_step(params, s.node_id, NodeActivities.job_reboot, s, heartbeat=30) for s in steps)
+            *(
+                self._node_step(
+                    params, s.node_id, NodeActivities.job_reboot, s, heartbeat=params.heartbeat_seconds
+                )
+                for s in steps
+            )
         )
         self._outputs += [rules.JobInput(name="node", value=o.node_id) for o in outcomes if o.ok]
         failed = [o for o in outcomes if not o.ok]

@@ -130,6 +130,7 @@ def _workflow_input(state: State, job: OpsJob) -> rules.OpsJobWorkflowInput:
         ssh_queue=settings.queues.ssh,
         idle_poll_seconds=settings.ops_job_idle_poll_seconds,
         reboot_wait_seconds=settings.ops_job_reboot_wait_seconds,
+        heartbeat_seconds=settings.node_heartbeat_timeout_seconds,
     )
 
 
