@@ -529,77 +529,106 @@ class NodeActivities:
 
     @activity.defn(name="node.probe")
     async def probe(self, node_id: str) -> rules.ProbeOutcome:
-        """Log in and run `true`; move an onboarded node between Ready and SSHFailed, recording why."""
+        """Log in and run the health script; move an onboarded node between Ready and SSHFailed,
+        and count each check for the probe's faults (SSH unreachable, GPUs, disk)."""
         node = await self._load(node_id)
-        reason = ""
+        reason = output = ""
         try:
             async with self._ssh(node, reuse=False, keep=False) as conn:
-                await self._blocking(lambda: conn.run(["true"], timeout=self._connect_timeout))
+                result = await self._blocking(
+                    lambda: conn.run(
+                        ["sh", "-c", fault_rules.HEALTH_SCRIPT],
+                        timeout=self._connect_timeout * 3,
+                        check=False,
+                    )
+                )
+                output = result.output
         except ApplicationError as err:
             reason = err.message
         except SSHError as err:
             reason = err.reason
         reachable = not reason
-        return await self._record_probe(node_id, reachable, reason)
+        return await self._record_probe(node_id, reachable, reason, output)
 
-    async def _record_probe(self, node_id: str, reachable: bool, reason: str) -> rules.ProbeOutcome:
+    async def _record_probe(
+        self, node_id: str, reachable: bool, reason: str, output: str = ""
+    ) -> rules.ProbeOutcome:
         node = await self._load(node_id)
         verdict = rules.probe_verdict(
             phase=node.phase, onboarded=node.onboarded, reachable=reachable, reason=reason
         )
         config = self._config()
+        findings: dict[str, str] = {}
+        if reachable and node.onboarded:
+            async with self._sessions() as session:
+                flavor = await session.get(NodeFlavor, node.flavor_id)
+            findings = fault_rules.health_findings(
+                output,
+                flavor_gpus=fault_rules.flavor_gpu_count(flavor.spec if flavor else None),
+                disk_full_percent=config.disk_full_percent,
+            )
+        health_runs = dict(node.health_runs or {})
+        for monitor, problem in findings.items():
+            failed, passed = health_runs.get(monitor, [0, 0])
+            health_runs[monitor] = [failed + 1, 0] if problem else [0, passed + 1]
         applied = False
-        raised = cleared = ""
+        raised: list[str] = []
+        cleared: list[str] = []
 
         async def write(session: AsyncSession) -> None:
             nonlocal applied, raised, cleared
-            raised = cleared = ""  # a retried transaction starts afresh
+            raised, cleared = [], []  # a retried transaction starts afresh
             now = utcnow()
             runs = await node_status.record_probe(
-                session, node_id=node_id, seen_phase=node.phase, reachable=reachable, verdict=verdict, now=now
+                session,
+                node_id=node_id,
+                seen_phase=node.phase,
+                reachable=reachable,
+                verdict=verdict,
+                now=now,
+                health_runs=health_runs if findings else None,
             )
             applied = runs is not None
             if runs is None:
                 return
             lines = [(verdict.line, verdict.level)] if verdict.line else []
-            fault = await fault_db.open_fault(
-                session, node_id=node_id, monitor_id=fault_rules.SSH_UNREACHABLE
-            )
-            action = fault_rules.probe_fault_action(
-                failures=runs[0],
-                successes=runs[1],
-                fault_open=fault is not None,
-                raise_after=config.fault_raise_after,
-                clear_after=config.fault_clear_after,
-            )
-            if action == "raise":
-                raised = str(uuid.uuid4())
-                await fault_db.new_fault(
-                    session,
-                    fault_id=raised,
-                    node_id=node_id,
-                    monitor_id=fault_rules.SSH_UNREACHABLE,
-                    message=f"unreachable over SSH in {runs[0]} probes in a row: {reason}",
-                    effect="NoSchedule",
-                    cluster_id=node.cluster_id,
-                    source="probe",
-                    created_by="probe",
-                    now=now,
+            checks = [(fault_rules.SSH_UNREACHABLE, runs[0], runs[1], reason)]
+            checks += [(m, health_runs[m][0], health_runs[m][1], problem) for m, problem in findings.items()]
+            for monitor, failures, successes, problem in checks:
+                fault = await fault_db.open_fault(session, node_id=node_id, monitor_id=monitor)
+                action = fault_rules.probe_fault_action(
+                    failures=failures,
+                    successes=successes,
+                    fault_open=fault is not None,
+                    raise_after=config.fault_raise_after,
+                    clear_after=config.fault_clear_after,
                 )
-                lines.append(
-                    (
-                        f"fault {fault_rules.SSH_UNREACHABLE} raised ({raised}): {runs[0]} failed probes",
-                        "ERROR",
+                if action == "raise":
+                    fault_id = str(uuid.uuid4())
+                    message = (
+                        f"unreachable over SSH in {failures} probes in a row: {problem}"
+                        if monitor == fault_rules.SSH_UNREACHABLE
+                        else f"{problem} ({failures} probes in a row)"
                     )
-                )
-            elif action == "clear" and fault is not None:
-                cleared = fault.id
-                lines.append(
-                    (
-                        f"fault {fault_rules.SSH_UNREACHABLE} cleared ({cleared}): {runs[1]} good probes",
-                        "INFO",
+                    await fault_db.new_fault(
+                        session,
+                        fault_id=fault_id,
+                        node_id=node_id,
+                        monitor_id=monitor,
+                        message=message,
+                        effect="NoSchedule",
+                        cluster_id=node.cluster_id,
+                        source="probe",
+                        created_by="probe",
+                        now=now,
                     )
-                )
+                    raised.append(fault_id)
+                    lines.append(
+                        (f"fault {monitor} raised ({fault_id}): {failures} failed probes: {message}", "ERROR")
+                    )
+                elif action == "clear" and fault is not None:
+                    cleared.append(fault.id)
+                    lines.append((f"fault {monitor} cleared ({fault.id}): {successes} good probes", "INFO"))
             for line, level in lines:
                 logs.add_lines(
                     session, resource=LogResource.NODE, resource_id=node_id, lines=[line], at=now, level=level
@@ -611,7 +640,7 @@ class NodeActivities:
             outcome.changed = verdict.phase is not None
             outcome.phase = verdict.phase or node.phase
             outcome.restart_onboarding = verdict.restart_onboarding
-            outcome.raised_fault, outcome.cleared_fault = raised, cleared
+            outcome.raised_faults, outcome.cleared_faults = raised, cleared
         return outcome
 
 

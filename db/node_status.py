@@ -130,10 +130,12 @@ async def record_probe(
     reachable: bool,
     verdict: rules.ProbeVerdict,
     now: datetime,
+    health_runs: dict[str, list[int]] | None = None,
 ) -> tuple[int, int] | None:
     """Apply a probe verdict and count the probe in the node's runs of failed and good probes,
     only if the node is still as the probe saw it and no onboarding step runs (a step in flight
-    owns the status). Returns the (failures, successes) in a row, None when the node moved."""
+    owns the status). Returns the (failures, successes) in a row, None when the node moved.
+    `health_runs` (the health monitors' runs, counted by the caller) is written with it."""
     values: dict[str, Any] = {
         "last_probe_at": now,
         "probe_failures": 0 if reachable else Node.probe_failures + 1,
@@ -142,6 +144,8 @@ async def record_probe(
     }
     if verdict.phase is not None:
         values |= _phase_values(verdict.phase, verdict.message, now)
+    if health_runs is not None:
+        values["health_runs"] = health_runs
     where = and_(_live(node_id), Node.phase == seen_phase, Node.step == "")
     statement = (
         update(Node).where(where).values(**values).returning(Node.probe_failures, Node.probe_successes)

@@ -58,6 +58,8 @@ class Node(Base):
     """Probes in a row that could not reach the node (0 after one that did)."""
     probe_successes: Mapped[int] = mapped_column(Integer, default=0)
     """Probes in a row that reached the node (0 after one that did not)."""
+    health_runs: Mapped[dict[str, list[int]]] = mapped_column(JSON, default=dict)
+    """Health monitor -> [failed, passed] checks in a row (the probe's hysteresis per monitor)."""
     host_key_fingerprint: Mapped[str] = mapped_column(String(128), default="")
     facts: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
     facts_problem: Mapped[str] = mapped_column(String(1024), default="")

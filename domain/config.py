@@ -50,6 +50,8 @@ class NodeConfig:
     """Failed probes in a row that raise the node's `ssh-unreachable` fault."""
     fault_clear_after: int = 2
     """Good probes in a row that clear it."""
+    disk_full_percent: int = 95
+    """Root file system use at which the `disk-full` health check fails."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from domain.nodes import TAINT_PREFIX
+from domain import quantity as q
+from domain.nodes import FACTS_SCRIPT, TAINT_PREFIX, parse_facts
 
 # Phases: Pending while its workflow applies it, Succeeded once the node is tainted and held,
 # Failed when that could not be done (the node vanished).
@@ -33,6 +34,21 @@ MONITOR_ID = re.compile(r"^[a-z0-9][-a-z0-9.]{0,61}[a-z0-9]$")
 
 SSH_UNREACHABLE = "ssh-unreachable"
 """The monitor id of the probe's own fault: the node did not answer over SSH N times in a row."""
+
+GPU_COUNT = "gpu-count"
+"""The probe's health monitor: the node shows fewer GPUs than its flavor says."""
+DISK_FULL = "disk-full"
+"""The probe's health monitor: the root file system is fuller than the threshold (settings)."""
+HEALTH_MONITORS = (GPU_COUNT, DISK_FULL)
+
+HEALTH_SCRIPT = (
+    FACTS_SCRIPT.rstrip().removesuffix("true").rstrip()
+    + """
+echo '@@df'; df -P / 2>/dev/null | tail -1
+true
+"""
+)
+"""What the probe runs on a node it reaches: the facts (GPUs) and the root file system's use."""
 
 STOP_SIGNAL = "stop"
 """Signal to `fault/<id>`: close the fault (argument: also remove its record)."""
@@ -88,6 +104,38 @@ def probe_fault_action(
     if fault_open and successes >= max(clear_after, 1):
         return "clear"
     return None
+
+
+def health_findings(output: str, *, flavor_gpus: int, disk_full_percent: int) -> dict[str, str]:
+    """Monitor -> problem ("" when healthy) from HEALTH_SCRIPT's output; a check whose output is
+    missing is left out (a flavor without GPUs passes the GPU check, so a fault raised before the
+    flavor changed clears)."""
+    findings: dict[str, str] = {}
+    facts = parse_facts(output)
+    found = f"{facts.gpu_count} ({facts.gpu_tool})" if facts.gpu_tool else "none"
+    findings[GPU_COUNT] = (
+        f"the flavor has {flavor_gpus} GPUs but the node shows {found}"
+        if facts.gpu_count < flavor_gpus
+        else ""
+    )
+    df = output.split("@@df", 1)[1].split() if "@@df" in output else []
+    used = next((f for f in df if f.endswith("%") and f[:-1].isdigit()), "")
+    if used:
+        percent = int(used[:-1])
+        findings[DISK_FULL] = (
+            f"the root file system is {percent}% full (threshold {disk_full_percent}%)"
+            if percent >= disk_full_percent
+            else ""
+        )
+    return findings
+
+
+def flavor_gpu_count(spec: dict[str, object] | None) -> int:
+    """The GPUs a flavor spec (as stored) promises."""
+    gpu = (spec or {}).get("gpu")
+    if not isinstance(gpu, dict) or not gpu.get("quantity"):
+        return 0
+    return q.to_int(str(gpu["quantity"]))
 
 
 # --- workflow messages -----------------------------------------------------------------------------

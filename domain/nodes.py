@@ -389,10 +389,10 @@ class ProbeOutcome(BaseModel):
     changed: bool = False
     restart_onboarding: bool = False
     """The node never finished onboarding and is reachable now: the node workflow should retry."""
-    raised_fault: str = ""
-    """The id of the `ssh-unreachable` fault this probe raised (recorded; its workflow to start)."""
-    cleared_fault: str = ""
-    """The id of the open `ssh-unreachable` fault this probe cleared (its workflow to stop)."""
+    raised_faults: list[str] = Field(default_factory=list)
+    """Ids of the faults this probe raised (recorded; their workflows to start)."""
+    cleared_faults: list[str] = Field(default_factory=list)
+    """Ids of the open faults this probe cleared (their workflows to stop)."""
 
 
 class ProbeVerdict(BaseModel):

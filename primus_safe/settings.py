@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     """Probes in a row that miss a node before its `ssh-unreachable` fault is raised."""
     fault_clear_after_probes: int = Field(default=2, ge=1)
     """Probes in a row that reach it again before that fault is cleared."""
+    fault_disk_full_percent: int = Field(default=95, ge=1, le=100)
+    """Root file system use (percent) at which the probe counts a node's `disk-full` check failed."""
     fault_failover_monitors: list[str] = Field(default_factory=lambda: ["ssh-unreachable", "notready"])
     """Monitor ids whose faults fail over the workloads on the node whatever their effect
     (NoExecute faults always do); upstream's chart lists 001, 004, 009, 012, 206 and NotReady."""
@@ -195,6 +197,7 @@ class Settings(BaseSettings):
             addon_dir=self.node_addon_dir,
             fault_raise_after=self.fault_raise_after_probes,
             fault_clear_after=self.fault_clear_after_probes,
+            disk_full_percent=self.fault_disk_full_percent,
         )
 
     def cluster_config(self) -> ClusterConfig:

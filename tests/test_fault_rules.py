@@ -52,3 +52,19 @@ def test_the_probe_raises_after_n_misses_in_a_row_and_clears_after_m_answers() -
     assert hysteresis("xxx..") == ["raise", "clear"]
     assert hysteresis("xxx..xxx") == ["raise", "clear", "raise"]
     assert hysteresis("x", raise_after=1, clear_after=1) == ["raise"]
+
+
+def test_health_findings_from_the_health_script_output() -> None:
+    output = "@@nproc\n8\n@@nvidia-smi\nGPU A\nGPU B\n@@df\n/dev/sda1 100 97 3 97% /\n"
+    assert rules.health_findings(output, flavor_gpus=2, disk_full_percent=95) == {
+        rules.GPU_COUNT: "",
+        rules.DISK_FULL: "the root file system is 97% full (threshold 95%)",
+    }
+    found = rules.health_findings(output, flavor_gpus=8, disk_full_percent=99)
+    assert found == {
+        rules.GPU_COUNT: "the flavor has 8 GPUs but the node shows 2 (nvidia-smi)",
+        rules.DISK_FULL: "",
+    }
+    assert rules.health_findings("@@nproc\n8\n", flavor_gpus=0, disk_full_percent=95) == {rules.GPU_COUNT: ""}
+    assert rules.flavor_gpu_count({"gpu": {"resourceName": "amd.com/gpu", "quantity": "8"}}) == 8
+    assert rules.flavor_gpu_count({"cpu": {"quantity": "4"}}) == 0

@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from domain.faults import SSH_UNREACHABLE
+from db.node_flavors import NodeFlavor
+from domain.faults import DISK_FULL, GPU_COUNT, SSH_UNREACHABLE
 from domain.nodes import ProbeInput, ProbeSummary
 from tests.conftest import Platform
 from tests.fixtures.histories import replay_and_keep
@@ -72,6 +73,17 @@ async def running_on(api: httpx.AsyncClient, admin: dict[str, str], workload_id:
         within=60,
     )
     return node_of(detail)
+
+
+async def set_flavor_gpus(platform: Platform, flavor_id: str, count: int) -> None:
+    """Give the cluster's flavor `count` GPUs (the test machine has none)."""
+    async with platform.state.sessions() as session, session.begin():
+        flavor = await session.get(NodeFlavor, flavor_id)
+        assert flavor is not None
+        spec = {k: v for k, v in flavor.spec.items() if k != "gpu"}
+        if count:
+            spec["gpu"] = {"product": "MI300X", "resourceName": "amd.com/gpu", "quantity": str(count)}
+        flavor.spec = spec
 
 
 async def node_view(api: httpx.AsyncClient, admin: dict[str, str], node_id: str) -> dict[str, Any]:
@@ -144,6 +156,7 @@ async def test_the_probe_raises_its_fault_after_n_misses_and_clears_it_after_m_a
     settings = platform.settings
     saved = (settings.fault_raise_after_probes, settings.fault_clear_after_probes)
     settings.fault_raise_after_probes, settings.fault_clear_after_probes = 2, 2
+    await set_flavor_gpus(platform, cluster.flavor_id, 0)  # only the SSH check may fail here
     workspace_id = await add_workspace(api, admin, cluster, "probed")
     workload_id = await submit(api, admin, workload_body(workspace_id, "sleep 300", maxRetry=1))
     node_id = await running_on(api, admin, workload_id, 1)
@@ -188,3 +201,63 @@ async def test_the_probe_raises_its_fault_after_n_misses_and_clears_it_after_m_a
     settings.fault_raise_after_probes, settings.fault_clear_after_probes = saved
     await api.post(f"{WL}/{workload_id}/stop", headers=admin)
     await wait_phase(api, admin, workload_id, "Stopped")
+
+
+async def test_the_probe_raises_and_clears_gpu_and_disk_faults_with_hysteresis(
+    api: httpx.AsyncClient, admin: dict[str, str], platform: Platform, cluster: HostCluster
+) -> None:
+    """The flavor promises 8 GPUs the machine does not have, and the disk threshold is set below
+    the machine's use: both health faults are raised after two probes, none after one; back to
+    a GPU-less flavor and the normal threshold, both clear after two good probes."""
+    settings = platform.settings
+    saved = (
+        settings.fault_raise_after_probes,
+        settings.fault_clear_after_probes,
+        settings.fault_disk_full_percent,
+    )
+    settings.fault_raise_after_probes, settings.fault_clear_after_probes = 2, 2
+    settings.fault_disk_full_percent = 1
+    await set_flavor_gpus(platform, cluster.flavor_id, 8)
+    node_id = cluster.node_ids[0]
+    try:
+        await probe(platform)
+        assert (await api.get(FAULTS, params={"nodeId": node_id}, headers=admin)).json()["totalCount"] == 0
+        await probe(platform)
+        raised = await poll_json(
+            api,
+            admin,
+            f"{FAULTS}?nodeId={node_id}&onlyOpen=true",
+            lambda b: (
+                sorted(i["monitorId"] for i in b["items"]) == [DISK_FULL, GPU_COUNT]
+                and {i["phase"] for i in b["items"]} == {"Succeeded"}
+            ),
+        )
+        messages = {i["monitorId"]: i["message"] for i in raised["items"]}
+        assert "the flavor has 8 GPUs but the node shows none" in messages[GPU_COUNT]
+        assert "full (threshold 1%)" in messages[DISK_FULL]
+        view = await node_view(api, admin, node_id)
+        assert view["available"] is False and {t["key"] for t in view["taints"]} == {GPU_COUNT, DISK_FULL}
+        # fixed: one good probe is not enough, the second clears both
+        settings.fault_disk_full_percent = 95
+        await set_flavor_gpus(platform, cluster.flavor_id, 0)
+        await probe(platform)
+        assert (await api.get(FAULTS, params={"nodeId": node_id, "onlyOpen": "true"}, headers=admin)).json()[
+            "totalCount"
+        ] == 2
+        await probe(platform)
+        await poll_json(
+            api, admin, f"{FAULTS}?nodeId={node_id}&onlyOpen=true", lambda b: b["totalCount"] == 0
+        )
+        await poll_json(
+            api, admin, f"{NODES}/{node_id}", lambda b: b["available"] is True and b["taints"] == []
+        )
+        lines = (await api.get(f"{NODES}/{node_id}/logs", headers=admin)).json()["logs"]
+        for monitor in (GPU_COUNT, DISK_FULL):
+            assert any(f"fault {monitor} raised" in line for line in lines), lines
+            assert any(f"fault {monitor} cleared" in line for line in lines), lines
+    finally:
+        (
+            settings.fault_raise_after_probes,
+            settings.fault_clear_after_probes,
+            settings.fault_disk_full_percent,
+        ) = saved

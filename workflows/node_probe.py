@@ -21,7 +21,7 @@ from workflows.fault import FaultWorkflow
 with workflow.unsafe.imports_passed_through():
     from activities.node import NodeActivities
     from domain import nodes as rules
-    from domain.faults import SSH_UNREACHABLE, STOP_SIGNAL, FaultWorkflowInput, fault_workflow_id
+    from domain.faults import STOP_SIGNAL, FaultWorkflowInput, fault_workflow_id
     from workflows.node import workflow_id
 
 SCHEDULE_ID = "system/node-probe"
@@ -58,34 +58,6 @@ class NodeProbeWorkflow:
             await self._faults(outcome, params)
         return summary
 
-    async def _faults(self, outcome: rules.ProbeOutcome, params: rules.ProbeInput) -> None:
-        """Start the workflow of a fault the probe raised, stop the one it cleared."""
-        if outcome.raised_fault:
-            await workflow.start_child_workflow(
-                FaultWorkflow.run,
-                FaultWorkflowInput(
-                    fault_id=outcome.raised_fault,
-                    io_queue=params.ssh_queue,
-                    failover_monitors=params.failover_monitors,
-                ),
-                id=fault_workflow_id(outcome.raised_fault),
-                parent_close_policy=ParentClosePolicy.ABANDON,
-                search_attributes=TypedSearchAttributes(
-                    [
-                        SearchAttributePair(RESOURCE_TYPE, "fault"),
-                        SearchAttributePair(RESOURCE_ID, outcome.raised_fault),
-                        SearchAttributePair(PHASE, "Pending"),
-                    ]
-                ),
-                static_summary=f"Fault {SSH_UNREACHABLE} on node {outcome.node_id} (probe)",
-            )
-        if outcome.cleared_fault:
-            handle = workflow.get_external_workflow_handle(fault_workflow_id(outcome.cleared_fault))
-            try:
-                await handle.signal(STOP_SIGNAL, False)
-            except Exception:
-                workflow.logger.warning("fault %s has no running workflow", outcome.cleared_fault)
-
     async def _probe(
         self, gate: asyncio.Semaphore, node_id: str, params: rules.ProbeInput
     ) -> rules.ProbeOutcome | None:
@@ -100,3 +72,29 @@ class NodeProbeWorkflow:
                 )
             except ActivityError:
                 return None
+
+    async def _faults(self, outcome: rules.ProbeOutcome, params: rules.ProbeInput) -> None:
+        """Start the workflows of the faults the probe raised, stop those it cleared."""
+        for fault_id in outcome.raised_faults:
+            await workflow.start_child_workflow(
+                FaultWorkflow.run,
+                FaultWorkflowInput(
+                    fault_id=fault_id, io_queue=params.ssh_queue, failover_monitors=params.failover_monitors
+                ),
+                id=fault_workflow_id(fault_id),
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(RESOURCE_TYPE, "fault"),
+                        SearchAttributePair(RESOURCE_ID, fault_id),
+                        SearchAttributePair(PHASE, "Pending"),
+                    ]
+                ),
+                static_summary=f"Fault on node {outcome.node_id} (raised by the probe)",
+            )
+        for fault_id in outcome.cleared_faults:
+            handle = workflow.get_external_workflow_handle(fault_workflow_id(fault_id))
+            try:
+                await handle.signal(STOP_SIGNAL, False)
+            except Exception:
+                workflow.logger.warning("fault %s has no running workflow", fault_id)
