@@ -22,7 +22,10 @@ class OperationLog(Base):
     """One line printed by an operation on a resource (a step, command output, a verdict)."""
 
     __tablename__ = "operation_logs"
-    __table_args__ = (Index("ix_operation_logs_resource", "resource_type", "resource_id", "id"),)
+    __table_args__ = (
+        Index("ix_operation_logs_resource", "resource_type", "resource_id", "id"),
+        Index("ix_operation_logs_created_at", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     resource_type: Mapped[str] = mapped_column(String(16))
@@ -111,3 +114,9 @@ async def delete_lines(session: AsyncSession, *, resource: LogResource, resource
             OperationLog.resource_type == resource.value, OperationLog.resource_id == resource_id
         )
     )
+
+
+async def purge_before(session: AsyncSession, *, before: datetime) -> int:
+    """Delete every line older than `before` (log retention); returns how many went."""
+    result = await session.execute(delete(OperationLog).where(OperationLog.created_at < before))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

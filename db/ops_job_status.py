@@ -91,3 +91,13 @@ async def mark_deleted(session: AsyncSession, *, job_id: str, now: datetime) -> 
         .values(deleted_at=now, updated_at=now)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def expire(session: AsyncSession, *, job_id: str, now: datetime) -> bool:
+    """Its TTL passed and its artifacts are gone (once)."""
+    result = await session.execute(
+        update(OpsJob)
+        .where(and_(OpsJob.id == job_id, OpsJob.expired_at.is_(None)))
+        .values(expired_at=now, updated_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -52,6 +52,8 @@ class OpsJob(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+    expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+    """When its `ttlSecondsAfterFinished` passed and its artifacts (a dumplog archive) were removed."""
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     def inputs_of(self, name: str) -> list[str]:
@@ -123,3 +125,16 @@ async def running_jobs(session: AsyncSession, *, job_type: str) -> Sequence[OpsJ
     in one dumplog job)."""
     query = select(OpsJob).where(OpsJob.type == job_type, OpsJob.phase.in_(["Pending", "Running"]))
     return (await session.execute(query)).scalars().all()
+
+
+async def expiring_jobs(session: AsyncSession, *, now: datetime) -> list[OpsJob]:
+    """Ended jobs whose `ttlSecondsAfterFinished` has passed and that are not expired yet."""
+    query = select(OpsJob).where(
+        OpsJob.ended_at.is_not(None), OpsJob.expired_at.is_(None), OpsJob.ttl_seconds_after_finished > 0
+    )
+    rows = (await session.execute(query)).scalars().all()
+    return [
+        j
+        for j in rows
+        if j.ended_at is not None and (now - j.ended_at).total_seconds() >= j.ttl_seconds_after_finished
+    ]

@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     workload_max_watches: int = 2000
     """Pod watches (one per running workload) one worker runs at once."""
     node_probe_concurrency: int = 50
+    log_retention_days: int = Field(default=30, ge=1)
+    """Operation log lines older than this are deleted by the `system/log-retention` schedule."""
+    log_retention_interval_seconds: int = Field(default=86400, ge=60)
+    ttl_cleanup_interval_seconds: int = Field(default=600, ge=10)
+    """How often `system/ttl-cleanup` expires ops jobs past their `ttlSecondsAfterFinished`."""
     ops_job_timeout_seconds: int = Field(default=0, ge=0)
     """`timeoutSecond` of ops jobs that give none (0: no timeout; upstream's chart: 3600)."""
     ops_job_ttl_seconds: int = Field(default=300, ge=0)

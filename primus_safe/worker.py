@@ -25,6 +25,7 @@ from activities.cluster import ClusterActivities
 from activities.fault import FaultActivities
 from activities.image_import import ImageImportActivities, ImportProgressActivities
 from activities.images import ImageActivities
+from activities.maintenance import MaintenanceActivities
 from activities.node import NodeActivities
 from activities.ops_job import OpsJobActivities
 from activities.scheduler import SchedulerActivities
@@ -40,6 +41,12 @@ from workflows.cluster import ClusterWorkflow, NodeManageWorkflow
 from workflows.fault import FaultWorkflow
 from workflows.image_delete import ImageDeleteWorkflow
 from workflows.image_import import ImageImportWorkflow
+from workflows.maintenance import (
+    LOG_RETENTION_SCHEDULE,
+    TTL_CLEANUP_SCHEDULE,
+    LogRetentionWorkflow,
+    TTLCleanupWorkflow,
+)
 from workflows.node import NodeWorkflow
 from workflows.node_probe import SCHEDULE_ID as NODE_PROBE_SCHEDULE
 from workflows.node_probe import NodeProbeWorkflow
@@ -72,6 +79,8 @@ CONTROL_WORKFLOWS: list[type] = [
     PodReadWorkflow,
     FaultWorkflow,
     OpsJobWorkflow,
+    LogRetentionWorkflow,
+    TTLCleanupWorkflow,
 ]
 
 
@@ -84,6 +93,7 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
     scheduler = SchedulerActivities(sessions, settings.reserve_percents)
     workloads = WorkloadActivities(sessions, SecretBox(settings.encryption_key()))
     faults = FaultActivities(sessions, SecretBox(settings.encryption_key()))
+    maintenance = MaintenanceActivities(sessions, settings.data_dir / "opsjobs")
     ops_jobs = OpsJobActivities(sessions, SecretBox(settings.encryption_key()), settings.data_dir / "opsjobs")
     control = Worker(
         client,
@@ -132,6 +142,8 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
             ops_jobs.finish,
             ops_jobs.mark_deleted,
             ops_jobs.node_busy,
+            maintenance.purge_logs,
+            maintenance.expire_ops_jobs,
         ],
     )
     workload_io = Worker(
@@ -189,33 +201,69 @@ def build_image_worker(client: Client, settings: Settings, sessions: SessionFact
     )
 
 
-async def ensure_schedules(client: Client, settings: Settings) -> None:
-    """Create or update the system schedules (visible under Schedules in the Temporal UI)."""
-    schedule = Schedule(
-        action=ScheduleActionStartWorkflow(
-            TokenPurgeWorkflow.run,
-            id="system/token-purge-run",
-            task_queue=settings.queues.control,
-        ),
-        spec=ScheduleSpec(
-            intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.token_purge_interval_seconds))]
-        ),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-    )
+async def upsert_schedule(
+    client: Client, schedule_id: str, schedule: Schedule, *, trigger: bool = False
+) -> None:
+    """Create the schedule, or update its action and spec keeping its state: a schedule paused
+    in the Temporal UI stays paused (with its note) across worker restarts."""
     try:
-        await client.create_schedule(TOKEN_PURGE_SCHEDULE, schedule, trigger_immediately=True)
+        await client.create_schedule(schedule_id, schedule, trigger_immediately=trigger)
     except ScheduleAlreadyRunningError:
 
-        def _update(_: ScheduleUpdateInput) -> ScheduleUpdate:
+        def _update(current: ScheduleUpdateInput) -> ScheduleUpdate:
+            schedule.state = current.description.schedule.state
             return ScheduleUpdate(schedule=schedule)
 
-        await client.get_schedule_handle(TOKEN_PURGE_SCHEDULE).update(_update)
+        handle = client.get_schedule_handle(schedule_id)
+        await handle.update(_update)
+        if trigger:
+            await handle.trigger()
+
+
+def _every(seconds: float) -> ScheduleSpec:
+    return ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=max(1.0, seconds)))])
+
+
+async def ensure_schedules(client: Client, settings: Settings) -> None:
+    """Create or update the system schedules (visible, and pausable, under Schedules in the
+    Temporal UI): token purge, node probe (the health check), registry stats, log retention,
+    ops-job TTLs."""
+    skip = SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP)
+    control = settings.queues.control
+    token_purge = Schedule(
+        action=ScheduleActionStartWorkflow(
+            TokenPurgeWorkflow.run, id="system/token-purge-run", task_queue=control
+        ),
+        spec=_every(settings.token_purge_interval_seconds),
+        policy=skip,
+    )
+    await upsert_schedule(client, TOKEN_PURGE_SCHEDULE, token_purge)
     await ensure_node_probe_schedule(client, settings)
     await ensure_registry_stats_schedule(client, settings)
+    retention = Schedule(
+        action=ScheduleActionStartWorkflow(
+            LogRetentionWorkflow.run,
+            settings.log_retention_days,
+            id="system/log-retention-run",
+            task_queue=control,
+        ),
+        spec=_every(settings.log_retention_interval_seconds),
+        policy=skip,
+    )
+    await upsert_schedule(client, LOG_RETENTION_SCHEDULE, retention)
+    ttl = Schedule(
+        action=ScheduleActionStartWorkflow(
+            TTLCleanupWorkflow.run, id="system/ttl-cleanup-run", task_queue=control
+        ),
+        spec=_every(settings.ttl_cleanup_interval_seconds),
+        policy=skip,
+    )
+    await upsert_schedule(client, TTL_CLEANUP_SCHEDULE, ttl)
 
 
 async def ensure_node_probe_schedule(client: Client, settings: Settings) -> None:
-    """The `system/node-probe` schedule: every node's SSH reachability, every probe interval."""
+    """The `system/node-probe` schedule: every node's SSH reachability and health, every probe
+    interval."""
     probe = ProbeInput(
         ssh_queue=settings.queues.ssh,
         concurrency=settings.node_probe_concurrency,
@@ -226,19 +274,10 @@ async def ensure_node_probe_schedule(client: Client, settings: Settings) -> None
         action=ScheduleActionStartWorkflow(
             NodeProbeWorkflow.run, probe, id="system/node-probe-run", task_queue=settings.queues.control
         ),
-        spec=ScheduleSpec(
-            intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.node_probe_interval_seconds))]
-        ),
+        spec=_every(settings.node_probe_interval_seconds),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
     )
-    try:
-        await client.create_schedule(NODE_PROBE_SCHEDULE, schedule)
-    except ScheduleAlreadyRunningError:
-
-        def _update(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=schedule)
-
-        await client.get_schedule_handle(NODE_PROBE_SCHEDULE).update(_update)
+    await upsert_schedule(client, NODE_PROBE_SCHEDULE, schedule)
 
 
 async def ensure_registry_stats_schedule(client: Client, settings: Settings) -> None:
@@ -259,16 +298,7 @@ async def ensure_registry_stats_schedule(client: Client, settings: Settings) -> 
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
     )
-    try:
-        await client.create_schedule(REGISTRY_STATS_SCHEDULE, schedule, trigger_immediately=True)
-    except ScheduleAlreadyRunningError:
-
-        def _update(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=schedule)
-
-        handle = client.get_schedule_handle(REGISTRY_STATS_SCHEDULE)
-        await handle.update(_update)
-        await handle.trigger()
+    await upsert_schedule(client, REGISTRY_STATS_SCHEDULE, schedule, trigger=True)
 
 
 async def run_workers(
