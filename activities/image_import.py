@@ -42,6 +42,8 @@ from domain.images import (
     PushManifests,
     ResolveInput,
     RestartImport,
+    SourceCheck,
+    SourceVerdict,
     import_workflow_id,
     parse_reference,
     percent,
@@ -178,6 +180,29 @@ class ImageImportActivities:
         return self._client(endpoint)
 
     # ---- activities -------------------------------------------------------------------------
+
+    @activity.defn(name="images.check_source")
+    async def check_source(self, check: SourceCheck) -> SourceVerdict:
+        """Whether the source manifest exists and is readable (the import request answers with
+        it at once, as upstream does); nothing is written."""
+        ref = parse_reference(check.source)
+        client = await self.source_client(ref, check.registry_id)
+        try:
+            if await client.manifest_digest(ref.repository, ref.reference) is None:
+                return SourceVerdict(problem=f"source image {ref} not found")
+        except AddressRefused as exc:
+            return SourceVerdict(problem=f"source: {exc}", refused=True)
+        except RegistryAuthError:
+            return SourceVerdict(
+                problem=f"authentication to {ref.host} failed: check the registry's credentials"
+            )
+        except RegistryError as exc:
+            return SourceVerdict(problem=f"source registry {ref.host} refused the request: {exc}")
+        except httpx.HTTPError as exc:
+            return SourceVerdict(
+                problem=f"source registry {ref.host} is unreachable: {exc.__class__.__name__}"
+            )
+        return SourceVerdict()
 
     @activity.defn(name="images.reset")
     async def reset(self, params: RestartImport) -> bool:

@@ -305,6 +305,22 @@ class FinishImport(BaseModel):
     message: str = ""
 
 
+class SourceCheck(BaseModel):
+    """Is the source manifest there and readable? (`images.check_source`, before an import)."""
+
+    source: str
+    """The parsed source reference, host included."""
+    registry_id: int | None = None
+
+
+class SourceVerdict(BaseModel):
+    """ "" when the source can be imported, else why not; `refused` when its address is not
+    allowed (a 400, not an import failure)."""
+
+    problem: str = ""
+    refused: bool = False
+
+
 class RestartImport(BaseModel):
     """Reset a failed image to Importing for a new import by `user_id` (the `restart` update)."""
 

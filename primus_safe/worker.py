@@ -54,6 +54,7 @@ from workflows.ops_job import OpsJobWorkflow
 from workflows.pod_read import PodReadWorkflow
 from workflows.registry_stats import SCHEDULE_ID as REGISTRY_STATS_SCHEDULE
 from workflows.registry_stats import RegistryStatsWorkflow
+from workflows.source_check import SourceCheckWorkflow
 from workflows.token_purge import SCHEDULE_ID as TOKEN_PURGE_SCHEDULE
 from workflows.token_purge import TokenPurgeWorkflow
 from workflows.user_cleanup import UserCleanupWorkflow
@@ -81,6 +82,7 @@ CONTROL_WORKFLOWS: list[type] = [
     OpsJobWorkflow,
     LogRetentionWorkflow,
     TTLCleanupWorkflow,
+    SourceCheckWorkflow,
 ]
 
 
@@ -186,6 +188,7 @@ def build_image_worker(client: Client, settings: Settings, sessions: SessionFact
         client,
         task_queue=settings.queues.images,
         activities=[
+            images.check_source,
             images.reset,
             images.resolve,
             images.copy_blob,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import uuid
+from datetime import timedelta
 
-import httpx
 from fastapi import APIRouter
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.exc import IntegrityError
@@ -44,26 +45,24 @@ from domain.images import (
     ImageReference,
     ImportSpec,
     RestartImport,
+    SourceCheck,
+    SourceVerdict,
     has_host,
     parse_reference,
     registry_location,
     target_reference,
 )
 from domain.timefmt import utcnow
-from drivers.oci_registry import (
-    AddressRefused,
-    RegistryAuthError,
-    RegistryClient,
-    RegistryError,
-    address_guard,
-)
 from workflows.common import RESOURCE_ID, RESOURCE_TYPE, USER
 from workflows.image_import import ImageImportWorkflow, workflow_id
+from workflows.source_check import SourceCheckWorkflow
 
 router = APIRouter(tags=["images"], responses=ERROR_RESPONSES)
 
 ALREADY = "Image already existed. We don't need to import it again"
 RESTART_ATTEMPTS = 40
+SOURCE_CHECK_TIMEOUT = timedelta(seconds=90)
+"""How long an import request waits for the source check (two attempts of at most 40 s)."""
 RESTART_PAUSE_SECONDS = 0.05
 """A failed image's last import run may still be ending: ask again for up to about two seconds."""
 
@@ -92,37 +91,19 @@ async def _source_reference(session: Session, body: ImportImageRequest) -> tuple
     return ref, registry.id if registry else None
 
 
-async def _check_source(
-    state: AppState, session: Session, ref: ImageReference, registry_id: int | None
-) -> str:
-    """ "" when the source manifest exists and is readable, else why not (nothing is written)."""
-    endpoint = await db.source_endpoint(
-        session, state.box, host=ref.host, api_host=ref.api_host, registry_id=registry_id
+async def _check_source(state: AppState, ref: ImageReference, registry_id: int | None) -> str:
+    """ "" when the source manifest exists and is readable, else why not (nothing is written);
+    asked of the `source-check/<id>` workflow (the route itself talks only to Temporal)."""
+    verdict: SourceVerdict = await state.temporal.execute_workflow(
+        SourceCheckWorkflow.run,
+        args=[SourceCheck(source=str(ref), registry_id=registry_id), state.settings.queues.images],
+        id=f"source-check/{uuid.uuid4().hex[:16]}",
+        task_queue=state.settings.queues.control,
+        execution_timeout=SOURCE_CHECK_TIMEOUT,
     )
-    await session.commit()  # no transaction stays open across the registry round trip
-    guard = address_guard(allow_loopback=state.settings.images_allow_loopback_sources)
-    client = RegistryClient(
-        endpoint.host,
-        username=endpoint.username,
-        password=endpoint.password,
-        insecure=endpoint.insecure,
-        scheme=endpoint.scheme,
-        timeout=min(30.0, state.settings.images_request_timeout_seconds),
-        guard=guard,
-    )
-    async with client:
-        try:
-            if await client.manifest_digest(ref.repository, ref.reference) is None:
-                return f"source image {ref} not found"
-        except AddressRefused as exc:
-            raise Invalid(f"source: {exc}") from exc
-        except RegistryAuthError:
-            return f"authentication to {ref.host} failed: check the registry's credentials"
-        except RegistryError as exc:
-            return f"source registry {ref.host} refused the request: {exc}"
-        except httpx.HTTPError as exc:
-            return f"source registry {ref.host} is unreachable: {exc.__class__.__name__}"
-    return ""
+    if verdict.refused:
+        raise Invalid(verdict.problem)
+    return verdict.problem
 
 
 def _answer(state: int, message: str, already: int = 0, image_id: int = 0) -> ImportImageResponse:
@@ -148,7 +129,8 @@ async def import_image(
         return _being_deleted(str(target))
     if existing is not None and existing.status != STATUS_FAILED:
         return _answer(IMPORT_EXISTS, ALREADY, existing.id)
-    problem = await _check_source(state, session, ref, registry_id)
+    await session.commit()  # no transaction stays open while the source is checked
+    problem = await _check_source(state, ref, registry_id)
     if problem:
         return _answer(IMPORT_FAILED, problem)
     if existing is not None:
