@@ -481,6 +481,8 @@ class NodeActivities:
             raise
         await say(f"{ops.REBOOT_LOG_PREFIX}the node answers again")
         await self._release_reboot(node.id, step.job_id)
+        # a probe that ran while it was down left it SSHFailed: it answers, so it is Ready again
+        await self._record_probe(node.id, True, "")
         return "rebooted"
 
     async def _release_reboot(self, node_id: str, job_id: str) -> None:
@@ -559,7 +561,7 @@ class NodeActivities:
         )
         config = self._config()
         findings: dict[str, str] = {}
-        if reachable and node.onboarded:
+        if reachable and node.onboarded and output:  # no health output: only reachability counts
             async with self._sessions() as session:
                 flavor = await session.get(NodeFlavor, node.flavor_id)
             findings = fault_rules.health_findings(

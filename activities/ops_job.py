@@ -9,7 +9,9 @@ records nothing twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import json
 import tarfile
 import time
 from pathlib import Path
@@ -21,6 +23,7 @@ from activities.execution import DriverUnavailable, cluster_driver
 from db import ops_job_status
 from db.encryption import SecretBox
 from db.nodes import get_node
+from db.ops_jobs import OpsJob
 from db.scheduling import usage_on_nodes
 from db.session import SessionFactory
 from db.workloads import get_workload
@@ -28,7 +31,14 @@ from domain import ops_jobs as rules
 from domain.errors import NotFound
 from domain.failures import Failure
 from domain.timefmt import utcnow
-from domain.workloads import main_container
+from domain.workloads import (
+    GroupVersionKind,
+    PodAssignment,
+    WorkloadDispatch,
+    WorkloadResource,
+    WorkloadSpec,
+    main_container,
+)
 from drivers.execution import DriverError
 
 
@@ -132,3 +142,70 @@ class OpsJobActivities:
             rules.JobInput(name="size", value=str(path.stat().st_size)),
             rules.JobInput(name="summary", value=f"{len(logs)} pods, {lines} lines"),
         ]
+
+    @activity.defn(name="ops_job.preflight")
+    async def preflight(self, job_id: str) -> list[rules.NodeOutcome]:
+        """Run the job's check workload on each of its nodes through the cluster's driver (one pod
+        per node, privileged on Kubernetes), wait until every pod ended, and turn each pod's
+        `[ERROR]`/`[SUCCESS]` lines into its node's outcome; the pods are removed afterwards
+        (also when the job is stopped). Re-applying after a retry changes nothing."""
+        async with self._sessions() as session:
+            job = await session.get(OpsJob, job_id)
+        if job is None:
+            raise ApplicationError(f"ops job {job_id} not found", type=Failure.NOT_FOUND, non_retryable=True)
+        spec = job.spec
+        workload = WorkloadSpec(
+            display_name=job.name,
+            workspace_id=rules.PREFLIGHT_NAMESPACE,
+            group_version_kind=GroupVersionKind(kind="PyTorchJob", version="v1"),
+            image=str(spec["image"]),
+            entry_point=str(spec["entryPoint"]),
+            resource=WorkloadResource(**spec["resource"], replica=len(job.node_ids)),
+            env=dict(spec.get("env", {})),
+            hostpath=list(spec.get("hostpath", [])),
+            is_tolerate_all=job.is_tolerate_all,
+        )
+        dispatch = WorkloadDispatch(
+            workload_id=job.id,
+            namespace=rules.PREFLIGHT_NAMESPACE,
+            spec=workload,
+            cluster_id=job.cluster_id,
+            user_name=job.user_name,
+            privileged=True,
+            assignments=[PodAssignment(node=n) for n in job.node_ids],
+        )
+        try:
+            driver = await cluster_driver(self._sessions, self._box, job.cluster_id, only_nodes=job.node_ids)
+        except DriverUnavailable as exc:
+            raise ApplicationError(str(exc), type=Failure.CLUSTER_UNAVAILABLE) from exc
+        try:
+            await asyncio.to_thread(driver.ensure_namespace, rules.PREFLIGHT_NAMESPACE)
+            await asyncio.to_thread(driver.apply, dispatch)
+            while True:
+                pods = await asyncio.to_thread(driver.list_pods, rules.PREFLIGHT_NAMESPACE, job.id)
+                ended = [p for p in pods if p.phase in ("Succeeded", "Failed")]
+                activity.heartbeat(f"{len(ended)}/{len(job.node_ids)} checks ended")
+                if pods and len(ended) >= len(job.node_ids):
+                    break
+                await asyncio.sleep(2)
+            outcomes = []
+            for pod in sorted(pods, key=lambda p: p.node):
+                try:
+                    log = await asyncio.to_thread(
+                        driver.read_log,
+                        rules.PREFLIGHT_NAMESPACE,
+                        pod.name,
+                        container=main_container("PyTorchJob"),
+                    )
+                except NotFound:
+                    log = ""
+                lines = rules.check_lines(log)
+                ok = pod.phase == "Succeeded" and not any("[ERROR]" in line for line in lines)
+                outcomes.append(rules.NodeOutcome(node_id=pod.node, ok=ok, message=json.dumps(lines)))
+            return outcomes
+        except DriverError as exc:
+            raise ApplicationError(f"preflight: {exc}", type=Failure.CLUSTER_UNAVAILABLE) from exc
+        finally:
+            with contextlib.suppress(DriverError, NotFound):
+                await asyncio.to_thread(driver.delete, rules.PREFLIGHT_NAMESPACE, job.id, "PyTorchJob")
+            driver.close()

@@ -16,8 +16,6 @@ from pydantic import BaseModel, Field
 
 JobType = Literal["addon", "preflight", "dumplog", "reboot"]
 JOB_TYPES: tuple[JobType, ...] = ("addon", "preflight", "dumplog", "reboot")
-IMPLEMENTED: tuple[JobType, ...] = ("addon", "dumplog", "reboot")
-"""Types this platform runs today; `preflight` is refused with a clear 400 until it does."""
 ADMIN_ONLY: tuple[JobType, ...] = ("addon", "preflight", "reboot")
 """Disruptive or privileged types."""
 
@@ -141,6 +139,16 @@ class RebootStep(BaseModel):
 
 REBOOT_LOG_PREFIX = "reboot: "
 """Node log lines of reboot jobs start with this (`GET /nodes/{id}/reboot/logs` lists them)."""
+
+
+PREFLIGHT_NAMESPACE = "default"
+"""Preflight pods run in the `default` workspace's namespace, as upstream's do (no workspace
+label is required of the nodes there)."""
+
+
+def check_lines(log: str) -> list[str]:
+    """The `[ERROR]` and `[SUCCESS]` lines of a preflight pod's output, in order."""
+    return [line.strip() for line in log.splitlines() if "[ERROR]" in line or "[SUCCESS]" in line]
 
 
 class DumpRequest(BaseModel):

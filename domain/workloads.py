@@ -170,6 +170,9 @@ class WorkloadDispatch(_Camel):
     priority_class: str = ""
     """The PriorityClass name, or "" to leave it unset."""
     user_name: str = ""
+    privileged: bool = False
+    """Ops-job checks (preflight): privileged containers in the host's PID and IPC namespaces
+    (Kubernetes; host pods run as the node's SSH user either way)."""
     assignments: list[PodAssignment] = Field(default_factory=list)
     """One per pod in rank order (PyTorchJob: master first), as the scheduler placed them. The
     driver runs each pod there and never places pods by itself; empty only for callers outside

@@ -276,12 +276,17 @@ def pod_template(
         container["readinessProbe"] = _probe(spec.readiness)
     if dispatch.kind in ("StatefulSet", "Authoring"):
         container["securityContext"] = {"runAsUser": 0}
+    if dispatch.privileged:
+        container["securityContext"] = {"privileged": True, "runAsUser": 0}
     pod_spec: Manifest = {
         "containers": [container],
         "restartPolicy": restart_policy,
         "terminationGracePeriodSeconds": grace_seconds,
         "volumes": volumes,
     }
+    if dispatch.privileged:
+        pod_spec["hostPID"] = True
+        pod_spec["hostIPC"] = True
     if dispatch.host_network:
         pod_spec["hostNetwork"] = True
         pod_spec["dnsPolicy"] = "ClusterFirstWithHostNet"

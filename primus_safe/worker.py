@@ -173,6 +173,7 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
             nodes.job_addons,
             nodes.job_reboot,
             ops_jobs.dump_logs,
+            ops_jobs.preflight,
         ],
         max_concurrent_activities=settings.ssh_max_parallel,
     )

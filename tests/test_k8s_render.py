@@ -62,6 +62,7 @@ def dispatch_of(kind: str = "PyTorchJob", *, replica: int = 2, **fields: Any) ->
             "host_network",
             "priority_class",
             "ssh_port",
+            "privileged",
         )
     }
     resource = fields.pop("resource", WorkloadResource(cpu="16", memory="64Gi", gpu="8", replica=replica))
@@ -114,6 +115,7 @@ FULL = {
     "host_network": True,
     "priority_class": "c1-high-priority",
     "ssh_port": 22222,
+    "privileged": True,
 }
 
 
@@ -492,3 +494,16 @@ def test_with_defaults() -> None:
     assert wire["groupVersionKind"] == {"kind": "PyTorchJob", "version": "v1"}
     assert wire["resource"]["sharedMemory"] == "128Gi"
     assert "ttlSecondsAfterFinished" in wire and "isTolerateAll" in wire
+
+
+def test_privileged_checks_run_in_the_hosts_pid_and_ipc_namespaces() -> None:
+    """Preflight (ops job) pods: privileged, hostPID and hostIPC; other workloads are not."""
+    job = render.render_workload(dispatch_of("PyTorchJob", privileged=True))[0]
+    for replica in job["spec"]["pytorchReplicaSpecs"].values():
+        pod = replica["template"]["spec"]
+        assert pod["hostPID"] is True and pod["hostIPC"] is True
+        assert pod["containers"][0]["securityContext"] == {"privileged": True, "runAsUser": 0}
+    plain = render.render_workload(dispatch_of("PyTorchJob"))[0]
+    for replica in plain["spec"]["pytorchReplicaSpecs"].values():
+        assert "hostPID" not in replica["template"]["spec"]
+        assert "securityContext" not in replica["template"]["spec"]["containers"][0]

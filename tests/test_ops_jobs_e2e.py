@@ -4,6 +4,7 @@ a reboot job waiting for the node to come back, a dumplog archive, and stop."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal as signal_module
@@ -27,6 +28,7 @@ from db.ops_jobs import OpsJob
 from db.session import create_engine, session_factory
 from domain import ops_jobs as rules
 from domain.logs import LogResource
+from domain.nodes import ProbeInput
 from domain.timefmt import utcnow
 from tests.conftest import Platform
 from tests.fixtures.nodes import prepare_node_settings
@@ -41,6 +43,7 @@ from tests.fixtures.workloads import (
     wait_phase,
     workload_body,
 )
+from workflows.node_probe import NodeProbeWorkflow
 from workflows.ops_job import OpsJobWorkflow
 
 SSH_PORT = 16510
@@ -100,6 +103,17 @@ async def ended(
         api, admin, f"{JOBS}/{job_id}", lambda b: b["phase"] in ("Succeeded", "Failed"), within=within
     )
     return body
+
+
+async def run_probe(platform: Platform) -> None:
+    """One pass of the node probe (as its schedule starts it)."""
+    settings = platform.settings
+    await platform.state.temporal.execute_workflow(
+        NodeProbeWorkflow.run,
+        ProbeInput(ssh_queue=settings.queues.ssh, timings=settings.node_timings()),
+        id=f"test-probe-{uuid.uuid4().hex[:8]}",
+        task_queue=settings.queues.control,
+    )
 
 
 async def node_lines(platform: Platform, node_id: str, needle: str) -> list[OperationLog]:
@@ -187,7 +201,10 @@ async def test_a_reboot_job_waits_for_the_node_to_come_back(
         while not requests.exists():  # a file written over SSH: nothing to wait on but polling  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         await asyncio.to_thread(farm.stop, host)
-        await asyncio.sleep(4)
+        await run_probe(platform)  # the node probe sees it down meanwhile: SSHFailed
+        down = (await api.get(f"/api/v1/nodes/{node_id}", headers=admin)).json()
+        assert down["phase"] == "SSHFailed" and down["available"] is False, down
+        await asyncio.sleep(2)
         await asyncio.to_thread(farm.start, host)
 
     machine = asyncio.create_task(stand_in_reboot())
@@ -357,3 +374,41 @@ async def test_a_worker_killed_mid_batch_resumes_without_rerunning_finished_node
     finally:
         workers.close()
         await engine.dispose()
+
+
+async def test_a_preflight_job_runs_a_check_on_each_node_and_reports_its_lines(
+    api: httpx.AsyncClient, admin: dict[str, str], cluster: HostCluster
+) -> None:
+    nodes = sorted(cluster.node_ids)[:2]
+    script = (
+        'echo "starting checks"\n'
+        'echo "[SUCCESS] gpu check passed on rank $RANK"\n'
+        'if [ "$RANK" = "1" ]; then echo "[ERROR] disk check failed on rank $RANK"; fi\n'
+        'echo "done"\n'
+    )
+    body = {
+        "name": "preflight-check",
+        "type": "preflight",
+        "inputs": [{"name": "node", "value": n} for n in nodes],
+        "resource": {"cpu": "0", "memory": "64Mi"},
+        "image": "none",
+        "entryPoint": base64.b64encode(script.encode()).decode(),
+        "env": {"CHECK_DISK": "true"},
+    }
+    job = await ended(api, admin, await create(api, admin, body), within=120)
+    assert job["phase"] == "Failed" and job["message"] == f"checks failed on {nodes[1]}", job
+    outputs = {o["name"]: json.loads(o["value"]) for o in job["outputs"]}
+    assert outputs[nodes[0]] == ["[SUCCESS] gpu check passed on rank 0"]
+    assert outputs[nodes[1]] == [
+        "[SUCCESS] gpu check passed on rank 1",
+        "[ERROR] disk check failed on rank 1",
+    ]
+    assert {n["nodeId"]: n["phase"] for n in job["nodes"]} == {nodes[0]: "Succeeded", nodes[1]: "Failed"}
+    assert (
+        job["image"] == "none"
+        and job["env"] == {"CHECK_DISK": "true"}
+        and job["resource"]["memory"] == "64Mi"
+    )
+    missing = {k: v for k, v in body.items() if k != "image"}
+    resp = await api.post(JOBS, json=missing, headers=admin)
+    assert resp.status_code == 400 and "image" in resp.json()["errorMessage"], resp.text

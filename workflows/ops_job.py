@@ -6,6 +6,8 @@
   nodes reach int(nodes x (1 - availableRatio)) (at least 1), naming the node and its output.
 - **reboot**: every node rebooted at once (`node.job_reboot`: held unavailable, waits until it
   went away and answers again).
+- **preflight**: a check pod on every node through the driver (`ops_job.preflight`); each pod's
+  `[ERROR]`/`[SUCCESS]` lines are its node's output.
 - **dumplog**: the workload's pod logs into an archive (`ops_job.dump_logs`).
 
 Each node's outcome is recorded as it ends (`ops_job.record_node`); finished nodes are in the
@@ -104,6 +106,8 @@ class OpsJobWorkflow:
             return await self._reboot(params)
         if params.type == "dumplog":
             return await self._dumplog(params)
+        if params.type == "preflight":
+            return await self._preflight(params)
         return rules.JobEnd(
             job_id=params.job_id, phase=rules.FAILED, message=f"unsupported ops job type({params.type})"
         )
@@ -200,4 +204,31 @@ class OpsJobWorkflow:
             return rules.JobEnd(job_id=params.job_id, phase=rules.FAILED, message=failure_message(err)[1])
         return rules.JobEnd(
             job_id=params.job_id, phase=rules.SUCCEEDED, message="logs collected", outputs=outputs
+        )
+
+    async def _preflight(self, params: rules.OpsJobWorkflowInput) -> rules.JobEnd:
+        self._show(f"checking {', '.join(params.node_ids)}")
+        try:
+            outcomes: list[rules.NodeOutcome] = await workflow.execute_activity_method(
+                OpsJobActivities.preflight,
+                params.job_id,
+                task_queue=params.ssh_queue,
+                start_to_close_timeout=timedelta(hours=6),
+                heartbeat_timeout=timedelta(seconds=max(params.heartbeat_seconds, 30)),
+                retry_policy=SSH_RETRY,
+            )
+        except ActivityError as err:
+            return rules.JobEnd(job_id=params.job_id, phase=rules.FAILED, message=failure_message(err)[1])
+        for outcome in outcomes:
+            await record(
+                OpsJobActivities.record_node, NodeRecord(job_id=params.job_id, **outcome.model_dump())
+            )
+        self._outputs += [rules.JobInput(name=o.node_id, value=o.message) for o in outcomes]
+        failed = [o.node_id for o in outcomes if not o.ok]
+        if failed:
+            return rules.JobEnd(
+                job_id=params.job_id, phase=rules.FAILED, message=f"checks failed on {', '.join(failed)}"
+            )
+        return rules.JobEnd(
+            job_id=params.job_id, phase=rules.SUCCEEDED, message=f"checks passed on {len(outcomes)} nodes"
         )

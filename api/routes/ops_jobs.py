@@ -8,11 +8,13 @@ is a 400 before anything starts) and records them on the job.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import secrets
 import string
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
@@ -31,6 +33,7 @@ from db.workloads import get_workload
 from db.workspaces import bound_nodes, get_workspace
 from domain import addon_catalogue
 from domain import ops_jobs as rules
+from domain import quantity as q
 from domain.errors import Busy, Forbidden, Invalid, NotFound, not_found
 from domain.logs import LogResource, format_line
 from domain.names import is_dns1123_label, normalize_name
@@ -96,6 +99,36 @@ async def _addons(session: Session, state: State, inputs: list[rules.JobInput]) 
     return names
 
 
+def _preflight_spec(body: views.CreateOpsJobRequest) -> dict[str, Any]:
+    """The check workload's fields, validated (all three are required for preflight)."""
+    if not body.resource or not body.image or not body.entry_point:
+        raise Invalid("resource, image and entryPoint must be specified for a preflight job")
+    try:
+        base64.b64decode(body.entry_point, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise Invalid("entryPoint must be base64-encoded text") from exc
+    resource = {k: str(v) for k, v in body.resource.items() if k != "replica" and v not in (None, "")}
+    for name, value in resource.items():
+        if name not in ("cpu", "gpu", "memory", "ephemeralStorage", "sharedMemory"):
+            raise Invalid(
+                f"resource.{name} is not a resource (cpu, gpu, memory, ephemeralStorage, sharedMemory)"
+            )
+        if not q.is_quantity(value) or q.parse(value) < 0:
+            raise Invalid(f"resource.{name}: {value!r} is not a valid quantity")
+    if "cpu" not in resource or "memory" not in resource:
+        raise Invalid("resource.cpu and resource.memory are required for a preflight job")
+    for path in body.hostpath:
+        if not path.startswith("/"):
+            raise Invalid(f"hostpath {path!r} must be absolute")
+    return {
+        "resource": resource,
+        "image": body.image,
+        "entryPoint": body.entry_point,
+        "env": dict(body.env),
+        "hostpath": list(body.hostpath),
+    }
+
+
 def _job_id(name: str) -> str:
     return f"{name}-{''.join(secrets.choice(SUFFIX) for _ in range(5))}"
 
@@ -149,8 +182,6 @@ async def create_ops_job(
     if body.type not in rules.JOB_TYPES:
         raise Invalid(f"unsupported ops job type({body.type}): one of {', '.join(rules.JOB_TYPES)}")
     job_type: rules.JobType = body.type
-    if job_type not in rules.IMPLEMENTED:
-        raise Invalid(f"{job_type} jobs are not supported by this platform yet")
     if not body.inputs:
         raise Invalid("the job inputs is empty")
     for item in body.inputs:
@@ -164,7 +195,10 @@ async def create_ops_job(
     if not 0.0 <= ratio <= 1.0:
         raise Invalid("availableRatio must be between 0 and 1")
     inputs = [rules.JobInput(name=i.name, value=i.value) for i in body.inputs]
-    workspace_id, cluster_id, spec, nodes = "", "", {}, []
+    workspace_id, cluster_id, nodes = "", "", []
+    spec: dict[str, Any] = {}
+    if job_type == "preflight":
+        spec = _preflight_spec(body)
     if job_type == "dumplog":
         workloads = rules.input_values(inputs, "workload")
         if not workloads:
