@@ -182,24 +182,41 @@ class NodeActivities:
         return node
 
     async def _run_logged(
-        self, conn: Connection, node_id: str, argv: list[str], *, limit: float, beat: Callable[[], None]
+        self,
+        conn: Connection,
+        node_id: str,
+        argv: list[str],
+        *,
+        limit: float,
+        beat: Callable[[], None],
+        hangup: bool = False,
     ) -> None:
-        """Run a command, storing each output line as a node log line while it runs."""
+        """Run a command, storing each output line as a node log line while it runs. With
+        `hangup`, cancelling the activity (a stopped job) closes the connection, which ends the
+        remote command (see `SSHConnection.run`)."""
         loop = asyncio.get_running_loop()
         lines: asyncio.Queue[str] = asyncio.Queue()
 
         def on_line(line: str) -> None:
             loop.call_soon_threadsafe(lines.put_nowait, line)
 
-        job = loop.run_in_executor(self._threads, lambda: conn.run(argv, timeout=limit, on_line=on_line))
-        while True:
-            done = await _wait_briefly(job, LOG_FLUSH_SECONDS)
-            batch = _drain(lines)
-            if batch:
-                await self._log(node_id, *batch)
-            beat()
-            if done:
-                break
+        job = loop.run_in_executor(
+            self._threads, lambda: conn.run(argv, timeout=limit, on_line=on_line, hangup=hangup)
+        )
+        try:
+            while True:
+                done = await _wait_briefly(job, LOG_FLUSH_SECONDS)
+                batch = _drain(lines)
+                if batch:
+                    await self._log(node_id, *batch)
+                beat()
+                if done:
+                    break
+        except asyncio.CancelledError:
+            if hangup:
+                await self._blocking(conn.close)
+                await self._log(node_id, "stopped: the command was hung up", level="ERROR")
+            raise
         job.result()
 
     # --- onboarding steps (ssh queue) -------------------------------------------------------------
@@ -353,7 +370,14 @@ class NodeActivities:
         return done
 
     async def _install_one(
-        self, conn: Connection, node_id: str, index: int, addons: list[str], template_cmd: list[str]
+        self,
+        conn: Connection,
+        node_id: str,
+        index: int,
+        addons: list[str],
+        template_cmd: list[str],
+        *,
+        hangup: bool = False,
     ) -> None:
         name = addons[index]
         step = {"step": rules.STEP_TITLES["addons"], "index": index, "addon": name}
@@ -369,6 +393,7 @@ class NodeActivities:
                 rules.render_command(template_cmd, script=path),
                 limit=self._config().ssh.command_timeout_seconds,
                 beat=partial(activity.heartbeat, step),
+                hangup=hangup,
             )
         except CommandFailed as err:
             message = f"addon {name} failed with exit code {err.exit_code}"
@@ -401,7 +426,9 @@ class NodeActivities:
             try:
                 await self._blocking(partial(conn.run, ["mkdir", "-p", ADDON_DIR], timeout=30))
                 for index in range(len(step.addons)):
-                    await self._install_one(conn, node.id, index, step.addons, list(template_cmd))
+                    await self._install_one(
+                        conn, node.id, index, step.addons, list(template_cmd), hangup=True
+                    )
             except SSHError as err:
                 raise _ssh_failure(err) from err
         await self._log(node.id, f"ops job {step.job_id}: addons done")

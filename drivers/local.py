@@ -75,8 +75,10 @@ class LocalConnection:
         timeout: float,
         on_line: Callable[[str], None] | None = None,
         check: bool = True,
+        hangup: bool = False,
     ) -> CommandResult:
-        """Run `argv` in $HOME, streaming each output line to `on_line` (see `SSHConnection.run`)."""
+        """Run `argv` in $HOME, streaming each output line to `on_line` (see `SSHConnection.run`;
+        every command is in its own process group, killed by `close`, so `hangup` changes nothing)."""
         line = command_line(argv)
         with self._lock:
             if self._closed:

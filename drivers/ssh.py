@@ -134,6 +134,7 @@ class Connection(Protocol):
         timeout: float,
         on_line: Callable[[str], None] | None = None,
         check: bool = True,
+        hangup: bool = False,
     ) -> CommandResult: ...
 
     def put(self, data: bytes, remote_path: str, *, mode: int = 0o600) -> None: ...
@@ -173,11 +174,14 @@ class SSHConnection:
         timeout: float,
         on_line: Callable[[str], None] | None = None,
         check: bool = True,
+        hangup: bool = False,
     ) -> CommandResult:
         """Run `argv`, streaming each output line (stdout and stderr merged) to `on_line`.
 
-        Raises CommandFailed for a non-zero exit (when `check`) or when `timeout` passes, and
-        Unreachable when the connection drops.
+        With `hangup` the command gets a pseudo-terminal, so closing the connection while it runs
+        hangs it up (SIGHUP to its process group): an operation that is stopped stops its remote
+        work too. Raises CommandFailed for a non-zero exit (when `check`) or when `timeout`
+        passes, and Unreachable when the connection drops.
         """
         line = command_line(argv)
         try:
@@ -189,6 +193,8 @@ class SSHConnection:
         deadline = time.monotonic() + timeout
         try:
             channel.set_combine_stderr(True)
+            if hangup:
+                channel.get_pty(term="dumb", width=200)
             channel.exec_command(line)
             while True:
                 left = deadline - time.monotonic()

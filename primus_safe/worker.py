@@ -176,6 +176,7 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
             ops_jobs.preflight,
         ],
         max_concurrent_activities=settings.ssh_max_parallel,
+        max_heartbeat_throttle_interval=timedelta(seconds=2),  # a stop reaches a running step in seconds
     )
     return [control, ssh, workload_io, build_image_worker(client, settings, sessions)]
 

@@ -57,6 +57,7 @@ CHECK_ADDON = (
     "fi\n"
     'echo "check passed on $me"\n'
 )
+TICK_ADDON = 'for i in $(seq 60); do echo tick >> "$HOME/ticks"; sleep 0.5; done\n'
 REBOOT_STANDIN = '#!/bin/sh\necho "$(echo $SSH_CONNECTION | cut -d" " -f3)" >> "$HOME/reboot-requests"\n'
 
 
@@ -78,12 +79,13 @@ async def cluster(
     previous = prepare_node_settings(platform.settings, farm, tmp_path / "addons")
     (tmp_path / "addons" / "batch-addon.sh").write_text("#!/usr/bin/env bash\n" + BATCH_ADDON)
     (tmp_path / "addons" / "check-addon.sh").write_text("#!/usr/bin/env bash\n" + CHECK_ADDON)
+    (tmp_path / "addons" / "tick-addon.sh").write_text("#!/usr/bin/env bash\n" + TICK_ADDON)
     farm.write_user_file("bin/reboot-standin", REBOOT_STANDIN)
     platform.settings.node_commands = {
         **platform.settings.node_commands,
         "reboot": [str(farm.home / "bin/reboot-standin")],
     }
-    for name in ("fail-host", "reboot-requests"):
+    for name in ("fail-host", "reboot-requests", "ticks"):
         (farm.home / name).unlink(missing_ok=True)
     yield await add_host_cluster(platform, farm, hosts)
     for name, value in previous.items():
@@ -412,3 +414,31 @@ async def test_a_preflight_job_runs_a_check_on_each_node_and_reports_its_lines(
     missing = {k: v for k, v in body.items() if k != "image"}
     resp = await api.post(JOBS, json=missing, headers=admin)
     assert resp.status_code == 400 and "image" in resp.json()["errorMessage"], resp.text
+
+
+async def test_stopping_an_addon_job_stops_the_remote_command_and_a_timeout_ends_a_job(
+    api: httpx.AsyncClient, admin: dict[str, str], farm: SSHFarm, cluster: HostCluster
+) -> None:
+    ticks = farm.home / "ticks"
+
+    def count() -> int:
+        return len(ticks.read_text().splitlines()) if ticks.exists() else 0
+
+    node = sorted(cluster.node_ids)[0]
+    inputs = [{"name": "addon.template", "value": "tick-addon"}, {"name": "node", "value": node}]
+    job_id = await create(api, admin, {"name": "ticking", "type": "addon", "inputs": inputs})
+
+    async def ticking() -> bool:
+        return count() >= 3
+
+    await until(ticking, within=30)
+    assert (await api.post(f"{JOBS}/{job_id}/stop", headers=admin)).status_code == 200
+    stopped = await ended(api, admin, job_id)
+    assert (stopped["phase"], stopped["message"]) == ("Failed", "The job is stopped")
+    settled = count()  # the job ends once its step is cancelled and the command hung up
+    await asyncio.sleep(3)
+    assert count() <= settled + 1 < 60, "the remote addon kept running after the job was stopped"
+
+    timed = await create(api, admin, {"name": "slow", "type": "addon", "inputs": inputs, "timeoutSecond": 2})
+    job = await ended(api, admin, timed)
+    assert (job["phase"], job["message"]) == ("Failed", "The job is timeout, timeoutSecond: 2"), job

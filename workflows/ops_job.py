@@ -26,6 +26,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
+from temporalio.workflow import ActivityCancellationType
 
 from workflows.common import enter_phase, failure_message, record
 
@@ -124,6 +125,8 @@ class OpsJobWorkflow:
                 heartbeat_timeout=timedelta(seconds=heartbeat),
                 retry_policy=SSH_RETRY,
                 summary=node_id,
+                # a stopped job ends once its steps are (their remote commands hung up)
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
             outcome = rules.NodeOutcome(node_id=node_id, ok=True, message=str(message))
         except ActivityError as err:
