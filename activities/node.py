@@ -562,6 +562,8 @@ class NodeActivities:
         and count each check for the probe's faults (SSH unreachable, GPUs, disk)."""
         node = await self._load(node_id)
         reason = output = ""
+        addons = await self._checked_addons(node)
+        checks: list[tuple[str, int, str]] = []
         try:
             async with self._ssh(node, reuse=False, keep=False) as conn:
                 result = await self._blocking(
@@ -572,15 +574,54 @@ class NodeActivities:
                     )
                 )
                 output = result.output
+                checks = await self._check_addons(conn, addons)
         except ApplicationError as err:
             reason = err.message
         except SSHError as err:
             reason = err.reason
         reachable = not reason
-        return await self._record_probe(node_id, reachable, reason, output)
+        extra = (
+            {fault_rules.ADDON_CHECK: fault_rules.addon_check_problem(checks)} if reachable and addons else {}
+        )
+        return await self._record_probe(node_id, reachable, reason, output, extra)
+
+    async def _checked_addons(self, node: Node) -> list[str]:
+        """The addons the probe checks: those of the node's template, once they are installed."""
+        if not node.onboarded or not node.is_addons_installed:
+            return []
+        async with self._sessions() as session:
+            template = await session.get(NodeTemplate, node.template_id)
+        return list(template.addons) if template else []
+
+    async def _check_addons(self, conn: Connection, addons: list[str]) -> list[tuple[str, int, str]]:
+        """Run each addon with `check` (nothing changes; exit 3 on drift): (name, code, output)."""
+        if not addons:
+            return []
+        template_cmd = self._config().commands.get("run_addon") or ["sudo", "-n", "bash", "{script}"]
+        await self._blocking(partial(conn.run, ["mkdir", "-p", ADDON_DIR], timeout=30))
+        results = []
+        for name in addons:
+            try:
+                script = self._addon_script(name)
+            except ApplicationError as err:
+                results.append((name, 127, err.message))
+                continue
+            if not addon_catalogue.supports_check(script):
+                continue  # it would run for real: only scripts on the shared helpers are checked
+            path = f"{ADDON_DIR}/{name}.sh"
+            await self._blocking(partial(conn.put, script.encode(), path, mode=0o700))
+            argv = [*rules.render_command(list(template_cmd), script=path), "check"]
+            result = await self._blocking(partial(conn.run, argv, timeout=60, check=False))
+            results.append((name, result.exit_code, result.output))
+        return results
 
     async def _record_probe(
-        self, node_id: str, reachable: bool, reason: str, output: str = ""
+        self,
+        node_id: str,
+        reachable: bool,
+        reason: str,
+        output: str = "",
+        extra: dict[str, str] | None = None,
     ) -> rules.ProbeOutcome:
         node = await self._load(node_id)
         verdict = rules.probe_verdict(
@@ -596,6 +637,7 @@ class NodeActivities:
                 flavor_gpus=fault_rules.flavor_gpu_count(flavor.spec if flavor else None),
                 disk_full_percent=config.disk_full_percent,
             )
+            findings |= extra or {}
         health_runs = dict(node.health_runs or {})
         for monitor, problem in findings.items():
             failed, passed = health_runs.get(monitor, [0, 0])

@@ -3,7 +3,9 @@
 Each script starts with `# description: <one line>` and may say `# gpu-chip: amd` (or `nvidia`)
 when it only applies to nodes with that GPU. Node templates name addons from this catalogue.
 Helpers shared by the scripts live in `_lib.sh`; a script's `# @include _lib.sh` line is replaced
-by that file, so the text sent to a node is self-contained.
+by that file, so the text sent to a node is self-contained. Run with the argument `check`, a
+script built on the helpers changes nothing and exits 3 when the node has drifted from what it
+applies (the node probe's `addon-check` fault).
 """
 
 from __future__ import annotations
@@ -68,6 +70,16 @@ def catalogue() -> dict[str, Addon]:
             name = entry.name.removesuffix(".sh")
             found[name] = parse_addon(name, assemble(entry.read_text(encoding="utf-8")))
     return dict(sorted(found.items()))
+
+
+CHECK_MARKER = "trap _check_exit EXIT"
+"""Present in every script built on `_lib.sh`: such a script understands the `check` argument."""
+
+
+def supports_check(script: str) -> bool:
+    """Whether the (assembled) script can be run with `check` without changing anything; an
+    addon written without the shared helpers would simply run again, so it is never checked."""
+    return CHECK_MARKER in script
 
 
 def get_addon(name: str) -> Addon | None:

@@ -39,7 +39,22 @@ GPU_COUNT = "gpu-count"
 """The probe's health monitor: the node shows fewer GPUs than its flavor says."""
 DISK_FULL = "disk-full"
 """The probe's health monitor: the root file system is fuller than the threshold (settings)."""
-HEALTH_MONITORS = (GPU_COUNT, DISK_FULL)
+ADDON_CHECK = "addon-check"
+"""The probe's health monitor: an addon of the node's template no longer holds (its `check` run
+reports drift, e.g. a setting changed by hand or lost at a reboot)."""
+HEALTH_MONITORS = (GPU_COUNT, DISK_FULL, ADDON_CHECK)
+
+
+def addon_check_problem(results: list[tuple[str, int, str]]) -> str:
+    """The addon-check finding from (addon, exit code, output) of each `check` run: "" when
+    every one passed, else the first failure with its drift lines."""
+    for name, code, output in results:
+        if code != 0:
+            lines = [line.strip() for line in output.splitlines() if line.startswith(("drift:", "error:"))]
+            detail = "; ".join(lines[:5]) or output.strip()[-300:]
+            return f"addon {name} check failed (exit {code}): {detail}"[:MAX_MESSAGE]
+    return ""
+
 
 HEALTH_SCRIPT = (
     FACTS_SCRIPT.rstrip().removesuffix("true").rstrip()

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from domain.addon_catalogue import INCLUDE_LINE, assemble, catalogue, get_addon, parse_addon, unknown_addons
+from domain.addon_catalogue import (
+    INCLUDE_LINE,
+    assemble,
+    catalogue,
+    get_addon,
+    parse_addon,
+    supports_check,
+    unknown_addons,
+)
 
 REQUIRED = {
     "disable-os-upgrade",
@@ -25,13 +33,19 @@ REQUIRED = {
 BASH = shutil.which("bash") or "/bin/bash"
 
 
-def run(name: str, root: Path) -> subprocess.CompletedProcess[str]:
+def run(name: str, root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run an addon with every path under `root`, so this machine is left alone."""
     addon = get_addon(name)
     assert addon is not None
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PRIMUS_ADDON_ROOT": str(root)}
     return subprocess.run(
-        [BASH, "-s"], input=addon.script, env=env, capture_output=True, text=True, timeout=60, check=False
+        [BASH, "-s", *args],
+        input=addon.script,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -137,3 +151,24 @@ def test_shared_helpers_are_pasted_into_every_script() -> None:
         assert INCLUDE_LINE not in addon.script, addon.name
         assert "ensure_file() {" in addon.script, addon.name
     assert assemble("echo plain\n") == "echo plain\n"
+
+
+@pytest.mark.parametrize("name", sorted(REQUIRED))
+def test_check_mode_reports_drift_and_changes_nothing(name: str, tmp_path: Path) -> None:
+    """`check` (the probe's addon health check): exit 3 with `drift:` lines while the node
+    differs from what the addon applies, 0 once applied; it never writes."""
+    fake_node(tmp_path)
+    before = snapshot(tmp_path)
+    check = run(name, tmp_path, "check")
+    assert snapshot(tmp_path) == before, "check mode wrote something"
+    if name not in ("load-rdma-module", "set-max-sclk", "load-amdgpu-module"):
+        assert check.returncode == 3 and "drift:" in check.stdout, check.stdout + check.stderr
+    assert run(name, tmp_path).returncode == 0
+    applied = run(name, tmp_path, "check")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "drift:" not in applied.stdout
+
+
+def test_every_catalogue_addon_supports_the_check() -> None:
+    assert all(supports_check(get_addon(name).script) for name in REQUIRED)  # type: ignore[union-attr]
+    assert not supports_check('echo "a custom addon without the shared helpers"')

@@ -68,3 +68,16 @@ def test_health_findings_from_the_health_script_output() -> None:
     assert rules.health_findings("@@nproc\n8\n", flavor_gpus=0, disk_full_percent=95) == {rules.GPU_COUNT: ""}
     assert rules.flavor_gpu_count({"gpu": {"resourceName": "amd.com/gpu", "quantity": "8"}}) == 8
     assert rules.flavor_gpu_count({"cpu": {"quantity": "4"}}) == 0
+
+
+def test_the_addon_check_finding_names_the_first_drifted_addon() -> None:
+    assert rules.addon_check_problem([]) == ""
+    assert rules.addon_check_problem([("a", 0, "unchanged: x"), ("b", 0, "")]) == ""
+    found = rules.addon_check_problem(
+        [
+            ("a", 0, ""),
+            ("b", 3, "unchanged: y\ndrift: kernel.x is 1, not 0\ncheck failed: 1 setting(s)"),
+            ("c", 3, ""),
+        ]
+    )
+    assert found == "addon b check failed (exit 3): drift: kernel.x is 1, not 0"

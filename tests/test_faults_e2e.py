@@ -13,7 +13,9 @@ import httpx
 import pytest
 
 from db.node_flavors import NodeFlavor
-from domain.faults import DISK_FULL, GPU_COUNT, SSH_UNREACHABLE
+from db.node_templates import NodeTemplate
+from db.nodes import Node
+from domain.faults import ADDON_CHECK, DISK_FULL, GPU_COUNT, SSH_UNREACHABLE
 from domain.nodes import ProbeInput, ProbeSummary
 from tests.conftest import Platform
 from tests.fixtures.histories import replay_and_keep
@@ -261,3 +263,61 @@ async def test_the_probe_raises_and_clears_gpu_and_disk_faults_with_hysteresis(
             settings.fault_clear_after_probes,
             settings.fault_disk_full_percent,
         ) = saved
+
+
+async def test_the_probe_checks_the_templates_addons_and_raises_a_fault_on_drift(
+    api: httpx.AsyncClient, admin: dict[str, str], platform: Platform, farm: SSHFarm, cluster: HostCluster
+) -> None:
+    """The node template's addon (a catalogue one) is checked at every probe: a setting changed
+    by hand after installation raises `addon-check` after two probes; put back, it clears."""
+    settings = platform.settings
+    saved = (
+        settings.fault_raise_after_probes,
+        settings.fault_clear_after_probes,
+        dict(settings.node_commands),
+    )
+    settings.fault_raise_after_probes, settings.fault_clear_after_probes = 2, 2
+    root = farm.home / f"sysroot-{uuid.uuid4().hex[:6]}"
+    setting = root / "proc/sys/kernel/numa_balancing"
+    setting.parent.mkdir(parents=True)
+    setting.write_text("0\n")
+    conf = root / "etc/sysctl.d/90-primus-numa-balancing.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text("kernel.numa_balancing = 0\n")
+    settings.node_commands = {
+        **settings.node_commands,
+        "run_addon": ["env", f"PRIMUS_ADDON_ROOT={root}", "bash", "{script}"],
+    }
+    await set_flavor_gpus(platform, cluster.flavor_id, 0)
+    async with platform.state.sessions() as session, session.begin():
+        node = await session.get(Node, cluster.node_ids[0])
+        assert node is not None
+        template = await session.get(NodeTemplate, node.template_id)
+        assert template is not None
+        template.addons = ["disable-numa-balancing"]
+    node_id = cluster.node_ids[0]
+    try:
+        await probe(platform)
+        await probe(platform)
+        assert (await api.get(FAULTS, params={"nodeId": node_id}, headers=admin)).json()["totalCount"] == 0
+        setting.write_text("1\n")  # changed by hand after the addon ran
+        await probe(platform)
+        assert (await api.get(FAULTS, params={"nodeId": node_id}, headers=admin)).json()["totalCount"] == 0
+        await probe(platform)
+        raised = await poll_json(
+            api, admin, f"{FAULTS}?nodeId={node_id}&onlyOpen=true", lambda b: b["totalCount"] == 1
+        )
+        fault = raised["items"][0]
+        assert fault["monitorId"] == ADDON_CHECK and fault["source"] == "probe"
+        assert (
+            "disable-numa-balancing" in fault["message"] and "numa_balancing is 1, not 0" in fault["message"]
+        )
+        assert setting.read_text() == "1\n"  # the check changed nothing
+        setting.write_text("0\n")
+        await probe(platform)
+        await probe(platform)
+        await poll_json(
+            api, admin, f"{FAULTS}?nodeId={node_id}&onlyOpen=true", lambda b: b["totalCount"] == 0
+        )
+    finally:
+        settings.fault_raise_after_probes, settings.fault_clear_after_probes, settings.node_commands = saved

@@ -4,11 +4,34 @@
 # PRIMUS_ADDON_ROOT prefixes every path and leaves the running system alone (tests use it).
 ROOT="${PRIMUS_ADDON_ROOT:-}"
 
+# Run with the argument `check` (the node probe's addon health check), a script changes nothing:
+# every setting it would change is printed as `drift: ...` and the script exits 3 if any was.
+CHECK=""
+[[ "${1:-}" == "check" ]] && CHECK=1
+DRIFT=0
+drift() {
+  echo "drift: $*"
+  DRIFT=$((DRIFT + 1))
+}
+_check_exit() {
+  local rc=$?
+  if [[ -n "$CHECK" && $rc -eq 0 && $DRIFT -gt 0 ]]; then
+    echo "check failed: $DRIFT setting(s) differ from what the addon applies"
+    exit 3
+  fi
+  exit "$rc"
+}
+trap _check_exit EXIT
+
 # ensure_file PATH CONTENT: write CONTENT (plus newline) to PATH unless it already holds exactly that.
 ensure_file() {
   local path="$1" content="$2"
   if [[ -f "$path" && "$(cat "$path")" == "$content" ]]; then
     echo "unchanged: $path"
+    return 0
+  fi
+  if [[ -n "$CHECK" ]]; then
+    drift "$path is missing or differs"
     return 0
   fi
   mkdir -p "$(dirname "$path")"
@@ -21,7 +44,7 @@ run_at_boot() {
   local name="$1" body="$2"
   local script="/usr/local/lib/primus-safe/$name.sh" unit="/etc/systemd/system/primus-$name.service"
   ensure_file "$ROOT$script" "$body"
-  chmod 0755 "$ROOT$script"
+  [[ -n "$CHECK" ]] || chmod 0755 "$ROOT$script"
   ensure_file "$ROOT$unit" "[Unit]
 Description=Primus-SaFE addon $name
 
@@ -32,6 +55,13 @@ RemainAfterExit=yes
 
 [Install]
 WantedBy=multi-user.target"
+  if [[ -n "$CHECK" ]]; then
+    if [[ -z "$ROOT" && -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1 \
+      && ! systemctl is-enabled --quiet "primus-$name.service" 2>/dev/null; then
+      drift "primus-$name.service is not enabled"
+    fi
+    return 0
+  fi
   if [[ -n "$ROOT" || ! -d /run/systemd/system ]] || ! command -v systemctl >/dev/null 2>&1; then
     echo "skipped: enabling primus-$name.service (systemd is not running here)"
     return 0
@@ -48,6 +78,8 @@ set_choice() {
   [[ -n "$current" ]] || current="$(cat "$file")"
   if [[ "$current" == "$value" ]]; then
     echo "unchanged: $file = $value"
+  elif [[ -n "$CHECK" ]]; then
+    drift "$file is $current, not $value"
   elif { echo "$value" >"$file"; } 2>/dev/null; then
     echo "set: $file = $value (was ${current:-unknown})"
   else
@@ -63,6 +95,8 @@ set_sysctl() {
     echo "skipped: $key does not exist on this kernel"
   elif [[ "$(cat "$file")" == "$value" ]]; then
     echo "unchanged: $key = $value"
+  elif [[ -n "$CHECK" ]]; then
+    drift "$key is $(cat "$file"), not $value"
   elif { printf '%s\n' "$value" >"$file"; } 2>/dev/null; then
     echo "set: $key = $value"
   else
@@ -80,6 +114,10 @@ ensure_module() {
   if [[ -n "$ROOT" ]] || ! command -v modprobe >/dev/null 2>&1 || ! modinfo "$name" >/dev/null 2>&1; then
     echo "skipped: module $name is not available on this node"
     return 1
+  fi
+  if [[ -n "$CHECK" ]]; then
+    drift "module $name is not loaded"
+    return 0
   fi
   modprobe "$name" || { echo "error: modprobe $name failed"; exit 1; }
   echo "loaded: module $name"

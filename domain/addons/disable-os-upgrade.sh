@@ -16,7 +16,9 @@ if [[ -z "$ROOT" && -d /run/systemd/system ]] && command -v systemctl >/dev/null
     dnf-automatic.timer dnf-automatic-install.timer yum-cron.service; do
     systemctl cat "$unit" >/dev/null 2>&1 || continue
     acted=1
-    if systemctl is-enabled --quiet "$unit" 2>/dev/null || systemctl is-active --quiet "$unit"; then
+    if [[ -n "$CHECK" ]] && { systemctl is-enabled --quiet "$unit" 2>/dev/null || systemctl is-active --quiet "$unit"; }; then
+      drift "$unit is on"
+    elif systemctl is-enabled --quiet "$unit" 2>/dev/null || systemctl is-active --quiet "$unit"; then
       systemctl disable --now "$unit" >/dev/null 2>&1
       echo "disabled: $unit"
     else

@@ -17,7 +17,9 @@ fi
 changed=0
 for file in "${governors[@]}"; do
   [[ "$(cat "$file")" == performance ]] && continue
-  if { echo performance >"$file"; } 2>/dev/null; then
+  if [[ -n "$CHECK" ]]; then
+    drift "$file is $(cat "$file"), not performance"
+  elif { echo performance >"$file"; } 2>/dev/null; then
     changed=$((changed + 1))
   else
     echo "warning: cannot write $file"

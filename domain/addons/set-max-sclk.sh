@@ -13,7 +13,9 @@ if [[ ! -d "$ROOT/sys/module/amdgpu" ]]; then
   echo "skipped: the amdgpu driver is not loaded (no AMD GPU); nothing to do"
   exit 0
 fi
-if [[ -n "$ROOT" ]]; then
+if [[ -n "$CHECK" ]]; then
+  echo "skipped: the SCLK cap is not read back (rocm-smi); checking the boot unit only"
+elif [[ -n "$ROOT" ]]; then
   echo "skipped: rocm-smi is not run under PRIMUS_ADDON_ROOT"
 elif ! command -v rocm-smi >/dev/null 2>&1; then
   echo "skipped: rocm-smi is not installed; nothing to do"
