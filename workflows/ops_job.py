@@ -94,8 +94,8 @@ class OpsJobWorkflow:
             end = rules.JobEnd(job_id=params.job_id, phase=rules.FAILED, message=rules.STOPPED_MESSAGE)
         end.outputs = [*self._outputs, *end.outputs]
         self._show(f"{end.phase}: {end.message}")
-        await record(OpsJobActivities.finish, end)
-        enter_phase(end.phase)
+        if await record(OpsJobActivities.finish, end):  # False: it had ended (a run to delete it)
+            enter_phase(end.phase)
         if self._hide:
             await record(OpsJobActivities.mark_deleted, params.job_id)
         return end.phase
