@@ -174,7 +174,8 @@ async def test_pytorchjob_pinned_to_the_assigned_nodes_runs_and_succeeds(
     workload_id = await submit(api, admin, body)
 
     job = await eventually(lambda: kube.get(PYTORCHJOBS, workspace_id, workload_id), "the PyTorchJob")
-    detail = (await api.get(f"{WL}/{workload_id}", headers=admin)).json()
+    # the dispatch is recorded once the cluster accepted the objects, a moment after they appear
+    detail = await poll_json(api, admin, f"{WL}/{workload_id}", lambda b: b["dispatchCount"] >= 1)
     assert detail["dispatchCount"] == 1
     (assigned,) = detail["nodes"]
     assert sorted(assigned) == sorted(cluster.node_ids)  # 8 GPUs each: one pod per node
