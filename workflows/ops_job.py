@@ -85,7 +85,14 @@ class OpsJobWorkflow:
                     message=rules.timeout_message(params.timeout_seconds),
                 )
             if work.done():
-                end = work.result()
+                try:
+                    end = work.result()
+                except ActivityError as err:  # a step's record could not be written, retries spent
+                    end = rules.JobEnd(
+                        job_id=params.job_id,
+                        phase=rules.FAILED,
+                        message=f"the job could not record its progress: {failure_message(err)[1]}",
+                    )
             else:
                 work.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
