@@ -29,6 +29,7 @@ from primus_safe.settings import Settings, TaskQueues
 from primus_safe.worker import run_workers
 from tests.fixtures import postgres
 from tests.fixtures.temporal import start_dev_server
+from workflows.node_probe import SCHEDULE_ID as NODE_PROBE_SCHEDULE
 
 ADMIN_PASSWORD = "root-password-for-tests"
 
@@ -169,3 +170,15 @@ async def bob(api: httpx.AsyncClient) -> dict[str, str]:
     """Headers of a second regular user `bob`."""
     await register(api, "bob")
     return await login(api, "bob", "password-123")
+
+
+@pytest.fixture
+async def quiet_probe(platform: Platform) -> AsyncIterator[None]:
+    """Pause the `system/node-probe` schedule: the test's nodes are database rows with no
+    machine to answer it."""
+    handle = platform.state.temporal.get_schedule_handle(NODE_PROBE_SCHEDULE)
+    await handle.pause(note="a test with nodes that have no machine")
+    try:
+        yield
+    finally:
+        await handle.unpause()

@@ -6,78 +6,23 @@ Nodes are database rows (no machine behind them), so the node probe schedule is 
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 
-from db.nodes import Node
 from db.session import SessionFactory
-from db.workspaces import Workspace
-from domain.timefmt import utcnow
 from tests.conftest import Platform
+from tests.fixtures.nodes import add_db_nodes
 from tests.fixtures.polling import poll_json, until
 from workflows.common import PHASE, RESOURCE_ID, RESOURCE_TYPE
-from workflows.node_probe import SCHEDULE_ID as NODE_PROBE_SCHEDULE
 
 FAULTS = "/api/v1/faults"
 NODES = "/api/v1/nodes"
 
 
-@pytest.fixture
-async def quiet_probe(platform: Platform) -> AsyncIterator[None]:
-    """Pause the node probe: these nodes have no machine to answer it."""
-    handle = platform.state.temporal.get_schedule_handle(NODE_PROBE_SCHEDULE)
-    await handle.pause(note="test_faults_api: nodes without machines")
-    try:
-        yield
-    finally:
-        await handle.unpause()
-
-
 async def add_nodes(sessions: SessionFactory, count: int, *, workspace: bool, cluster: str = "") -> list[str]:
-    """`count` Ready nodes, bound to a new default workspace when `workspace`."""
-    suffix = uuid.uuid4().hex[:6]
-    now = utcnow()
-    workspace_id = f"ws-{suffix}" if workspace else ""
-    node_ids = [f"n{i}-{suffix}" for i in range(count)]
-    async with sessions() as session, session.begin():
-        if workspace:
-            session.add(
-                Workspace(
-                    id=workspace_id,
-                    name=workspace_id,
-                    cluster_id=cluster,
-                    flavor_id="f",
-                    replica=count,
-                    is_default=True,
-                    phase="Running",
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-        for index, node_id in enumerate(node_ids):
-            session.add(
-                Node(
-                    id=node_id,
-                    node_name=node_id,
-                    private_ip=f"198.51.100.{index + 1}-{suffix}",
-                    flavor_id="f",
-                    template_id="t",
-                    ssh_secret_id="s",
-                    cluster_id=cluster,
-                    workspace_id=workspace_id,
-                    phase="Ready",
-                    onboarded=True,
-                    addons_template_id="t",
-                    addons_installed=True,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-    return node_ids
+    """`count` machine-less nodes, in a new default workspace when `workspace`."""
+    return (await add_db_nodes(sessions, count, workspace=workspace, cluster=cluster, default=True))[1]
 
 
 async def inject(

@@ -7,80 +7,28 @@ what the list and get tests need; the SSH paths are in `test_ops_jobs_e2e.py`.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import update
 
-from db.nodes import Node
 from db.ops_jobs import OpsJob
 from db.session import SessionFactory
-from db.workspaces import Workspace
 from domain.timefmt import format_time, utcnow
 from tests.conftest import Platform
+from tests.fixtures.nodes import add_db_nodes
 from tests.fixtures.polling import poll_json
 from workflows.common import KIND, RESOURCE_TYPE
-from workflows.node_probe import SCHEDULE_ID as NODE_PROBE_SCHEDULE
 
 JOBS = "/api/v1/opsjobs"
-
-
-@pytest.fixture
-async def quiet_probe(platform: Platform) -> AsyncIterator[None]:
-    handle = platform.state.temporal.get_schedule_handle(NODE_PROBE_SCHEDULE)
-    await handle.pause(note="test_ops_jobs_api: nodes without machines")
-    try:
-        yield
-    finally:
-        await handle.unpause()
 
 
 async def add_nodes(
     sessions: SessionFactory, count: int, *, cluster: str, local: bool = False
 ) -> tuple[str, list[str]]:
-    """A workspace over `count` Ready nodes of `cluster` (database rows only)."""
-    suffix = uuid.uuid4().hex[:6]
-    now = utcnow()
-    workspace_id = f"ws-{suffix}"
-    node_ids = [f"n{i}-{suffix}" for i in range(count)]
-    async with sessions() as session, session.begin():
-        session.add(
-            Workspace(
-                id=workspace_id,
-                name=workspace_id,
-                cluster_id=cluster,
-                flavor_id="f",
-                replica=count,
-                phase="Running",
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        for index, node_id in enumerate(node_ids):
-            session.add(
-                Node(
-                    id=node_id,
-                    node_name=node_id,
-                    private_ip=f"203.0.113.{index + 1}-{suffix}",
-                    flavor_id="f",
-                    template_id="t",
-                    ssh_secret_id="s",
-                    cluster_id=cluster,
-                    workspace_id=workspace_id,
-                    phase="Ready",
-                    onboarded=True,
-                    local=local,
-                    addons_template_id="t",
-                    addons_installed=True,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-    return workspace_id, node_ids
+    """A workspace over `count` machine-less nodes of `cluster`."""
+    return await add_db_nodes(sessions, count, cluster=cluster, local=local)
 
 
 def addon(*inputs: tuple[str, str], **extra: Any) -> dict[str, Any]:

@@ -15,12 +15,10 @@ import os
 import random
 import signal as signal_module
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,22 +43,10 @@ from tests.fixtures.histories import replay_and_keep
 from tests.fixtures.polling import poll_json, until
 from tests.fixtures.worker_processes import WorkerProcesses
 from workflows.common import RESOURCE_TYPE, WORKSPACE
-from workflows.node_probe import SCHEDULE_ID as NODE_PROBE_SCHEDULE
 from workflows.workspace_scheduler import WorkspaceSchedulerWorkflow, search_attributes
 
 GPU = "amd.com/gpu"
 GIB = 1024**3
-
-
-@pytest.fixture
-async def quiet_probe(platform: Platform) -> AsyncIterator[None]:
-    """Pause the node probe: these nodes have no machine to answer it."""
-    handle = platform.state.temporal.get_schedule_handle(NODE_PROBE_SCHEDULE)
-    await handle.pause(note="test_workspace_scheduler: nodes without machines")
-    try:
-        yield
-    finally:
-        await handle.unpause()
 
 
 async def make_workspace(
