@@ -28,10 +28,34 @@ from primus_safe.bootstrap import ensure_admin
 from primus_safe.settings import Settings, TaskQueues
 from primus_safe.worker import run_workers
 from tests.fixtures import postgres
+from tests.fixtures.loop_watchdog import LoopWatchdog, Stall
 from tests.fixtures.temporal import start_dev_server
 from workflows.node_probe import SCHEDULE_ID as NODE_PROBE_SCHEDULE
 
 ADMIN_PASSWORD = "root-password-for-tests"
+
+_LOOP_STALLS: list[Stall] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def loop_watchdog() -> AsyncIterator[None]:
+    """Record every stretch in which the shared event loop ran nothing (printed at the end)."""
+    watchdog = LoopWatchdog(asyncio.get_running_loop(), stalls=_LOOP_STALLS)
+    watchdog.start()
+    try:
+        yield
+    finally:
+        watchdog.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """List the event-loop stalls: a blocking call in the API, the worker or a test."""
+    if not _LOOP_STALLS:
+        return
+    terminalreporter.section("event loop stalls")
+    for stall in _LOOP_STALLS:
+        terminalreporter.write_line(f"{stall.noticed_at}: the loop ran nothing for {stall.seconds:.1f} s in")
+        terminalreporter.write_line(stall.stack)
 
 
 @pytest.fixture(scope="session")
