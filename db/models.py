@@ -5,6 +5,7 @@ from db.clusters import Cluster
 from db.faults import Fault
 from db.image_registries import ImageRegistry
 from db.images import Image, ImageImportJob, ImageLayer, RegistryStats
+from db.log_lines import LogLine
 from db.logs import OperationLog
 from db.node_flavors import NodeFlavor
 from db.node_templates import NodeTemplate
@@ -25,6 +26,7 @@ __all__ = [
     "ImageImportJob",
     "ImageLayer",
     "ImageRegistry",
+    "LogLine",
     "Node",
     "NodeFlavor",
     "NodeHold",
