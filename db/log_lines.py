@@ -11,12 +11,18 @@ Written by the log collection activities and the service log handler; read by th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db.base import Base, UTCDateTime
+from domain.logs import MAX_LINE
 
 ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
 """64-bit ids on PostgreSQL; on SQLite an INTEGER PRIMARY KEY is the rowid (what FTS5 joins on)."""
@@ -48,3 +54,65 @@ class LogLine(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     level: Mapped[str] = mapped_column(String(8), default="")
     line: Mapped[str] = mapped_column(Text)
+
+
+POSITION = ["workload_id", "dispatch_count", "pod", "container", "stream", "seq"]
+
+
+@dataclass(frozen=True)
+class NewLine:
+    """A line to store. Workload lines set the workload fields and `seq`; service lines `service`."""
+
+    at: datetime
+    line: str
+    workload_id: str = ""
+    service: str = ""
+    dispatch_count: int = 0
+    pod: str = ""
+    node: str = ""
+    container: str = ""
+    stream: str = "stdout"
+    seq: int = 0
+    level: str = ""
+
+
+async def add_lines(session: AsyncSession, lines: Sequence[NewLine]) -> None:
+    """Insert `lines` in the caller's transaction; a line whose position is already stored is
+    skipped (a collection retried after a worker restart sends some lines again)."""
+    if not lines:
+        return
+    rows = [
+        {
+            "workload_id": n.workload_id,
+            "service": n.service,
+            "dispatch_count": n.dispatch_count,
+            "pod": n.pod,
+            "node": n.node,
+            "container": n.container,
+            "stream": n.stream,
+            "seq": n.seq,
+            "at": n.at,
+            "level": n.level,
+            "line": n.line[:MAX_LINE],
+        }
+        for n in lines
+    ]
+    await session.execute(_insert(session).on_conflict_do_nothing(index_elements=POSITION), rows)
+
+
+async def last_positions(
+    session: AsyncSession, *, workload_id: str, dispatch_count: int
+) -> dict[tuple[str, str, str], int]:
+    """The highest stored `seq` per (pod, container, stream) of one dispatch: where a resumed
+    collection starts."""
+    rows = await session.execute(
+        select(LogLine.pod, LogLine.container, LogLine.stream, func.max(LogLine.seq))
+        .where(LogLine.workload_id == workload_id, LogLine.dispatch_count == dispatch_count)
+        .group_by(LogLine.pod, LogLine.container, LogLine.stream)
+    )
+    return {(pod, container, stream): int(seq) for pod, container, stream, seq in rows}
+
+
+def _insert(session: AsyncSession) -> Any:
+    dialect = session.get_bind().dialect.name
+    return (postgresql if dialect == "postgresql" else sqlite).insert(LogLine)
