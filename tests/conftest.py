@@ -174,7 +174,7 @@ async def admin(api: httpx.AsyncClient) -> dict[str, str]:
 
 
 async def register(
-    http: httpx.AsyncClient, name: str, password: str = "password-123", **extra: object
+    http: httpx.AsyncClient, name: str, password: str = "plum-kettle9", **extra: object
 ) -> str:
     """Register a user and return its id."""
     resp = await http.post("/api/v1/users", json={"name": name, "password": password, **extra})
@@ -186,14 +186,14 @@ async def register(
 async def alice(api: httpx.AsyncClient) -> dict[str, str]:
     """Headers of a regular user `alice`."""
     await register(api, "alice")
-    return await login(api, "alice", "password-123")
+    return await login(api, "alice", "plum-kettle9")
 
 
 @pytest.fixture
 async def bob(api: httpx.AsyncClient) -> dict[str, str]:
     """Headers of a second regular user `bob`."""
     await register(api, "bob")
-    return await login(api, "bob", "password-123")
+    return await login(api, "bob", "plum-kettle9")
 
 
 @pytest.fixture

@@ -178,7 +178,7 @@ async def test_up_runs_everything_and_keeps_state_across_restarts(
     async with httpx.AsyncClient(timeout=30) as http:
         admin = await login(http, "root", password)
         assert (await http.get(f"{API}/api/v1/users/self", headers=admin)).json()["name"] == "root"
-        resp = await http.post(f"{API}/api/v1/users", json={"name": "kept-user", "password": "password-123"})
+        resp = await http.post(f"{API}/api/v1/users", json={"name": "kept-user", "password": "plum-kettle9"})
         assert resp.status_code == 200, resp.text
         assert (await http.get(f"http://127.0.0.1:{UI_PORT}/")).status_code == 200
         assert (await http.get(f"{API}/docs")).status_code == 200
@@ -206,7 +206,7 @@ async def test_up_runs_everything_and_keeps_state_across_restarts(
     await second.wait_ready(f"{API}/readyz")
     assert "password" not in second.stdout.lower()
     async with httpx.AsyncClient(timeout=30) as http:
-        await login(http, "kept-user", "password-123")
+        await login(http, "kept-user", "plum-kettle9")
         admin = await login(http, "root", password)
         await wait_local_node(http, admin, second)
         for path in ("nodes", "clusters", "workspaces"):
@@ -319,7 +319,7 @@ async def test_separate_api_and_worker_processes_on_postgresql(
 
     async with httpx.AsyncClient(timeout=30) as http:
         admin = await login(http, "root", "deployment-root-password")
-        resp = await http.post(f"{API}/api/v1/users", json={"name": "leaving", "password": "password-123"})
+        resp = await http.post(f"{API}/api/v1/users", json={"name": "leaving", "password": "plum-kettle9"})
         user_id = resp.json()["id"]
         assert (await http.delete(f"{API}/api/v1/users/{user_id}", headers=admin)).status_code == 200
     # the clean-up workflow finishes only if the separate worker process serves the control queue

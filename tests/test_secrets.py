@@ -374,7 +374,7 @@ async def test_frozen_admin_is_refused(
     ops_id = await register(api, "ops")
     resp = await api.patch(f"/api/v1/users/{ops_id}", json={"roles": ["system-admin"]}, headers=admin)
     assert resp.status_code == 200
-    ops = await login(api, "ops", "password-123")
+    ops = await login(api, "ops", "plum-kettle9")
     assert (await api.get(URL, headers=ops)).status_code == 200
     async with platform.state.sessions() as session, session.begin():
         await session.execute(update(User).where(User.id == ops_id).values(restricted_type=1))

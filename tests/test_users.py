@@ -19,7 +19,7 @@ from workflows.user_cleanup import UserCleanupWorkflow
 async def test_register_login_and_self(api: httpx.AsyncClient) -> None:
     user_id = await register(api, "zhangsan", email="zs@example.com")
     assert user_id.startswith("user-zhangsan-")
-    resp = await api.post("/api/v1/login", json={"name": "zhangsan", "password": "password-123"})
+    resp = await api.post("/api/v1/login", json={"name": "zhangsan", "password": "plum-kettle9"})
     assert resp.status_code == 200
     body = resp.json()
     assert body["id"] == user_id and body["roles"] == ["default"] and body["restrictedType"] == 0
@@ -54,13 +54,13 @@ async def test_bad_credentials_and_missing_token(api: httpx.AsyncClient) -> None
 
 async def test_registration_bad_input(api: httpx.AsyncClient) -> None:
     cases = [
-        {"name": "Bad_Name", "password": "password-123"},
-        {"name": "x" * 64, "password": "password-123"},
+        {"name": "Bad_Name", "password": "plum-kettle9"},
+        {"name": "x" * 64, "password": "plum-kettle9"},
         {"name": "ok-name", "password": "short"},
-        {"name": "ok-name", "password": "password-123", "unknown": 1},
+        {"name": "ok-name", "password": "plum-kettle9", "unknown": 1},
         {"name": "ok-name", "password": 12345678},
-        {"name": "self", "password": "password-123"},
-        {"name": "ok-name", "password": "password-123", "email": "not-an-email"},
+        {"name": "self", "password": "plum-kettle9"},
+        {"name": "ok-name", "password": "plum-kettle9", "email": "not-an-email"},
     ]
     for body in cases:
         resp = await api.post("/api/v1/users", json=body)
@@ -68,16 +68,16 @@ async def test_registration_bad_input(api: httpx.AsyncClient) -> None:
         assert resp.json()["errorCode"] == "Primus.00002"
     resp = await api.post("/api/v1/users", content=b"{not json", headers={"Content-Type": "application/json"})
     assert resp.status_code == 400
-    resp = await api.post("/api/v1/users", json={"name": "ok-name", "password": "password-123", "unknown": 1})
+    resp = await api.post("/api/v1/users", json={"name": "ok-name", "password": "plum-kettle9", "unknown": 1})
     assert "unknown" in resp.json()["errorMessage"]
     # nothing was half-written
-    resp = await api.post("/api/v1/login", json={"name": "ok-name", "password": "password-123"})
+    resp = await api.post("/api/v1/login", json={"name": "ok-name", "password": "plum-kettle9"})
     assert resp.status_code == 401
 
 
 async def test_duplicate_name_conflicts(api: httpx.AsyncClient) -> None:
     await register(api, "dup")
-    resp = await api.post("/api/v1/users", json={"name": "dup", "password": "password-123"})
+    resp = await api.post("/api/v1/users", json={"name": "dup", "password": "plum-kettle9"})
     assert resp.status_code == 409 and resp.json()["errorCode"] == "Primus.00004"
 
 
@@ -85,7 +85,7 @@ async def test_admin_only_fields_on_registration(
     api: httpx.AsyncClient, admin: dict[str, str], alice: dict[str, str], platform: Platform
 ) -> None:
     await add_workspace(platform.state.sessions, "ws-a")
-    body = {"name": "dave", "password": "password-123", "workspaces": ["ws-a"]}
+    body = {"name": "dave", "password": "plum-kettle9", "workspaces": ["ws-a"]}
     resp = await api.post("/api/v1/users", json=body)
     assert resp.status_code == 403
     resp = await api.post("/api/v1/users", json=body, headers=alice)
@@ -163,7 +163,7 @@ async def test_frozen_user_refused_everywhere(
     assert resp.status_code == 200
     resp = await api.get("/api/v1/users/self", headers=alice)
     assert resp.status_code in (401, 403)
-    resp = await api.post("/api/v1/login", json={"name": "alice", "password": "password-123"})
+    resp = await api.post("/api/v1/login", json={"name": "alice", "password": "plum-kettle9"})
     assert resp.status_code == 403 and "restricted" in resp.json()["errorMessage"]
 
 

@@ -316,9 +316,9 @@ async def test_permissions_of_admins_managers_and_members(
     api: httpx.AsyncClient, admin: dict[str, str], alice: dict[str, str], world: dict[str, Any]
 ) -> None:
     bob_id = await register(api, "bob")
-    bob = await login(api, "bob", "password-123")
+    bob = await login(api, "bob", "plum-kettle9")
     carol_id = await register(api, "carol")
-    carol = await login(api, "carol", "password-123")
+    carol = await login(api, "carol", "plum-kettle9")
     alice_id = (await api.get("/api/v1/users/self", headers=alice)).json()["id"]
 
     denied = await api.post(
@@ -394,7 +394,7 @@ async def test_user_workspaces_are_checked(
 ) -> None:
     resp = await api.post(
         "/api/v1/users",
-        json={"name": "dave", "password": "password-123", "workspaces": ["ghost-ws"]},
+        json={"name": "dave", "password": "plum-kettle9", "workspaces": ["ghost-ws"]},
         headers=admin,
     )
     assert resp.status_code == 404 and "ghost-ws" in resp.json()["errorMessage"]
