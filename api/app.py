@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from api.body_limit import BodySizeLimit
 from api.errors import install_error_handlers
+from api.login_limits import LoginLimits
 from api.routes import ROUTERS, custom_router
 from api.state import AppState
 from db.encryption import SecretBox
@@ -33,7 +34,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             temporal = await connect(settings)
             app.state.primus = AppState(
-                settings=settings, engine=engine, sessions=session_factory(engine), temporal=temporal, box=box
+                settings=settings,
+                engine=engine,
+                sessions=session_factory(engine),
+                temporal=temporal,
+                box=box,
+                login_limits=LoginLimits.from_settings(settings),
             )
             yield
         finally:

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from domain.errors import PrimusError
+from domain.errors import PrimusError, TooManyRequests
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,7 @@ _HTTP_CODES = {
     405: "Primus.00002",
     409: "Primus.00004",
     413: "Primus.00006",
+    429: "Primus.00012",
     501: "Primus.00007",
 }
 
@@ -54,6 +55,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PrimusError)
     async def _primus(_: Request, exc: PrimusError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(exc.retry_after)}
         return error_response(exc.status, exc.code, exc.error_message, headers)
 
     @app.exception_handler(RequestValidationError)

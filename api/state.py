@@ -1,4 +1,5 @@
-"""What the API process holds for its whole life: settings, database, Temporal client, secret box."""
+"""What the API process holds for its whole life: settings, database, Temporal client, secret box,
+failed-login counters."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
+from api.login_limits import LoginLimits
 from db.encryption import SecretBox
 from db.session import SessionFactory
 from primus_safe.settings import Settings
@@ -21,3 +23,4 @@ class AppState:
     sessions: SessionFactory
     temporal: Client
     box: SecretBox
+    login_limits: LoginLimits

@@ -2,7 +2,8 @@
 
 Upstream's other generic codes get a class when something here raises them: 00006 (entity too
 large: answered by `api/body_limit.py` before any route), 00007 (not implemented, 501),
-00008 (quota insufficient, 503) and 00010 (resource processing, 409).
+00008 (quota insufficient, 503) and 00010 (resource processing, 409). Upstream has no code for
+429, so `Primus.00012` (too many requests) is ours, the next free generic code.
 """
 
 from __future__ import annotations
@@ -82,6 +83,18 @@ class UserNotRegistered(PrimusError):
     code = "Primus.00011"
     status = 401
     prefix = ""
+
+
+class TooManyRequests(PrimusError):
+    """Too many failed attempts: try again after `retry_after` seconds (429, `Retry-After`)."""
+
+    code = "Primus.00012"
+    status = 429
+    prefix = ""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class InUse(Conflict):

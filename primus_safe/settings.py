@@ -64,6 +64,19 @@ class Settings(BaseSettings):
 
     token_lifetime_seconds: int = 7 * 24 * 3600
     admin_password: str | None = None
+    """Password of `root` when it is first created; default: generated."""
+
+    login_failures_per_user: int = Field(default=10, ge=1)
+    """Failed logins allowed per (user name, client address) in one window before 429."""
+    login_failures_per_address: int = Field(default=100, ge=1)
+    """Failed logins (and anonymous registration refusals) allowed per client address per window."""
+    login_failure_window_seconds: int = Field(default=60, ge=1)
+    """The first window; each further tier allows twice the failures over four times the time."""
+    login_max_delay_seconds: int = Field(default=900, ge=1)
+    """The longest window, so the longest wait a locked-out client is told (`Retry-After`)."""
+    login_limit_storage: str = "async+memory://"
+    """`limits` storage URI of the counters (per process by default; `async+redis://host:6379`
+    shares them between API replicas)."""
 
     user_cleanup_timeout_seconds: int = 60
     token_purge_interval_seconds: int = 3600

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography.fernet import Fernet
+from fastapi import FastAPI
 from sqlalchemy import delete
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
@@ -119,6 +120,8 @@ class Platform:
     settings: Settings
     state: AppState
     http: httpx.AsyncClient
+    app: FastAPI | None = None
+    """The ASGI app, for clients that call it from another address."""
 
 
 @pytest.fixture(scope="session")
@@ -138,7 +141,7 @@ async def platform(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             try:
-                yield Platform(settings=settings, state=state, http=http)
+                yield Platform(settings=settings, state=state, http=http, app=app)
             finally:
                 stop.set()
                 with contextlib.suppress(Exception):
@@ -151,6 +154,7 @@ async def api(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
     platform.http.cookies.clear()
     yield platform.http
     platform.http.cookies.clear()
+    await platform.state.login_limits.reset()  # one test's failed logins do not slow the next
     async with platform.state.sessions() as session, session.begin():
         for table in reversed(Base.metadata.sorted_tables):
             if table.name == "users":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.exc import IntegrityError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
@@ -22,7 +22,7 @@ from api.deps import (
     authenticate,
     request_token,
 )
-from api.schemas.common import ERROR_RESPONSES, ListResponse
+from api.schemas.common import ERROR_RESPONSES, ErrorResponse, ListResponse
 from api.schemas.users import (
     CreateUserRequest,
     CreateUserResponse,
@@ -32,7 +32,7 @@ from api.schemas.users import (
     UserView,
     WorkspaceRef,
 )
-from api.security import hash_password, new_token, token_hash, verify_password
+from api.security import hash_password_async, new_token, password_matches, token_hash
 from db import users as db
 from db import workspaces as workspace_db
 from db.users import User, UserToken
@@ -45,6 +45,17 @@ from workflows.common import RESOURCE_ID, RESOURCE_TYPE, USER
 from workflows.user_cleanup import UserCleanupInput, UserCleanupWorkflow, workflow_id
 
 router = APIRouter(tags=["users"], responses=ERROR_RESPONSES)
+
+LIMITED: dict[int | str, dict[str, object]] = {
+    429: {"model": ErrorResponse, "description": "Too many failed logins from this client: see `Retry-After`"}
+}
+NAME_UNAVAILABLE = "the user name cannot be registered: choose another one"
+"""What non-admins are told of a taken name: it does not say that the name is a user's."""
+
+
+def client_address(request: Request) -> str | None:
+    """The address failed logins are counted against (uvicorn applies trusted proxy headers)."""
+    return request.client.host if request.client else None
 
 
 async def user_view(session: Session, user: User) -> UserView:
@@ -89,16 +100,29 @@ async def optional_caller(
     return await authenticate(session, bearer, cookie)
 
 
-@router.post("/users", response_model=CreateUserResponse, summary="Register a user (public)")
+@router.post(
+    "/users", response_model=CreateUserResponse, summary="Register a user (public)", responses=LIMITED
+)
 async def create_user(
     body: CreateUserRequest,
+    request: Request,
     session: Session,
+    state: State,
     caller: Annotated[Caller | None, Depends(optional_caller)],
 ) -> CreateUserResponse:
-    """Anyone may register; only a system admin may set `type` or `workspaces`."""
-    if (body.type is not None or body.workspaces is not None) and not (caller and caller.is_admin):
+    """Anyone may register; only a system admin may set `type` or `workspaces`. Others are not
+    told that a name is taken by a user, and each such refusal counts as a failed login of
+    their address (so names cannot be probed faster than passwords)."""
+    admin = caller is not None and caller.is_admin
+    if (body.type is not None or body.workspaces is not None) and not admin:
         raise Forbidden("only a system administrator may set type or workspaces when registering a user")
+    address = client_address(request)
+    if not admin:
+        await state.login_limits.admit(address)
     if await db.get_user_by_name(session, name=body.name) is not None:
+        if not admin:
+            await state.login_limits.failed(address)
+            raise Conflict(NAME_UNAVAILABLE)
         raise Conflict(f"user {body.name} already exists")
     await _check_workspaces(session, list(body.workspaces or []))
     now = utcnow()
@@ -109,7 +133,7 @@ async def create_user(
         type=body.type or "default",
         roles=[ROLE_DEFAULT],
         workspaces=sorted(set(body.workspaces or [])),
-        password_hash=hash_password(body.password),
+        password_hash=await hash_password_async(body.password),
         restricted_type=0,
         avatar_url=body.avatar_url,
         created_at=now,
@@ -119,18 +143,30 @@ async def create_user(
     try:
         await session.commit()
     except IntegrityError as exc:
-        raise Conflict(f"user {body.name} already exists") from exc
+        raise Conflict(f"user {body.name} already exists" if admin else NAME_UNAVAILABLE) from exc
     return CreateUserResponse(id=user.id)
 
 
-@router.post("/login", response_model=LoginResponse, summary="Log in; sets the Token cookie too")
-async def login(body: LoginRequest, session: Session, state: State, response: Response) -> LoginResponse:
-    """Password login. Frozen users are refused."""
+@router.post(
+    "/login", response_model=LoginResponse, summary="Log in; sets the Token cookie too", responses=LIMITED
+)
+async def login(
+    body: LoginRequest, request: Request, session: Session, state: State, response: Response
+) -> LoginResponse:
+    """Password login. Frozen users are refused. An unknown name costs the same argon2
+    verification as a wrong password; too many failures are refused (429, `api/login_limits.py`)."""
     if body.type != "default":
         raise Invalid(f"login type {body.type} is not supported")
+    address = client_address(request)
+    await state.login_limits.admit(address, body.name)
     user = await db.get_user_by_name(session, name=body.name)
-    if user is None or user.deleting_at is not None or not verify_password(user.password_hash, body.password):
+    if user is not None and user.deleting_at is not None:
+        user = None
+    matches = await password_matches(user.password_hash if user else None, body.password)
+    if user is None or not matches:
+        await state.login_limits.failed(address)
         raise Unauthenticated("the user name or password is incorrect")
+    await state.login_limits.succeeded(address, body.name)
     if user.restricted_type >= RESTRICTED_FROZEN:
         raise Forbidden(f"The user is restricted. type: {user.restricted_type}")
     token = new_token()
@@ -266,7 +302,7 @@ async def update_user(
     if body.workspaces is not None:
         user.workspaces = sorted(set(body.workspaces))
     if body.password:
-        user.password_hash = hash_password(body.password)
+        user.password_hash = await hash_password_async(body.password)
     if body.email is not None:
         user.email = body.email
     if body.avatar_url is not None:
