@@ -9,9 +9,10 @@ from pathlib import Path
 from api.security import hash_password
 from db.session import SessionFactory
 from db.users import User, get_user_by_name
+from domain.passwords import password_problem
 from domain.timefmt import utcnow
 from domain.users import ROLE_SYSTEM_ADMIN
-from primus_safe.settings import Settings, random_password
+from primus_safe.settings import Settings, SettingsError, random_password
 
 ADMIN_NAME = "root"
 ADMIN_ID = "user-root"
@@ -28,10 +29,17 @@ class AdminBootstrap:
 
 async def ensure_admin(sessions: SessionFactory, settings: Settings) -> AdminBootstrap:
     """Create `root` once. Its password comes from PRIMUS_ADMIN_PASSWORD, or is generated and
-    written to `<data_dir>/admin-password` (mode 600)."""
+    written to `<data_dir>/admin-password` (mode 600). A weak PRIMUS_ADMIN_PASSWORD is refused
+    (SettingsError) before anything is written."""
     async with sessions() as session:
         if await get_user_by_name(session, name=ADMIN_NAME) is not None:
             return AdminBootstrap(created=False)
+        if settings.admin_password is not None:
+            problem = password_problem(
+                settings.admin_password, ADMIN_NAME, min_score=settings.password_min_score
+            )
+            if problem:
+                raise SettingsError(f"PRIMUS_ADMIN_PASSWORD is too weak: {problem}")
         generated = settings.admin_password is None
         password = settings.admin_password or random_password()
         now = utcnow()

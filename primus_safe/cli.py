@@ -202,7 +202,7 @@ async def run_embedded(settings: Settings, ports: EmbeddedPorts) -> int:
                     task.cancel()
                 await asyncio.gather(*background, return_exceptions=True)
         return 0
-    except EmbeddedServiceError as exc:
+    except (EmbeddedServiceError, SettingsError) as exc:  # a weak PRIMUS_ADMIN_PASSWORD, for one
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         return 1
     except Exception:

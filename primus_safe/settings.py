@@ -64,7 +64,9 @@ class Settings(BaseSettings):
 
     token_lifetime_seconds: int = 7 * 24 * 3600
     admin_password: str | None = None
-    """Password of `root` when it is first created; default: generated."""
+    """Password of `root` when it is first created (refused when too weak); default: generated."""
+    password_min_score: int = Field(default=3, ge=0, le=4)
+    """Least zxcvbn strength score (0..4) of a new password; 0 keeps only the blank and name rules."""
 
     login_failures_per_user: int = Field(default=10, ge=1)
     """Failed logins allowed per (user name, client address) in one window before 429."""

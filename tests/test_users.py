@@ -144,7 +144,11 @@ async def test_self_service_and_admin_only_patch(
         resp = await api.patch(f"/api/v1/users/{alice_id}", json=body, headers=alice)
         assert resp.status_code == 403, body
     # a password change revokes existing tokens
-    resp = await api.patch(f"/api/v1/users/{alice_id}", json={"password": "new-password-1"}, headers=alice)
+    resp = await api.patch(
+        f"/api/v1/users/{alice_id}",
+        json={"password": "new-password-1", "currentPassword": "plum-kettle9"},
+        headers=alice,
+    )
     assert resp.status_code == 200
     assert (await api.get("/api/v1/users/self", headers=alice)).status_code == 401
     await login(api, "alice", "new-password-1")

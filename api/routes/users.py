@@ -33,12 +33,14 @@ from api.schemas.users import (
     WorkspaceRef,
 )
 from api.security import hash_password_async, new_token, password_matches, token_hash
+from api.state import AppState
 from db import users as db
 from db import workspaces as workspace_db
 from db.users import User, UserToken
 from db.workspaces import Workspace
 from domain.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated, not_found
 from domain.names import random_suffix
+from domain.passwords import password_problem
 from domain.timefmt import format_time, unix_seconds, utcnow
 from domain.users import RESTRICTED_FROZEN, ROLE_DEFAULT, ROLE_SYSTEM_ADMIN, normalize_roles
 from workflows.common import RESOURCE_ID, RESOURCE_TYPE, USER
@@ -56,6 +58,13 @@ NAME_UNAVAILABLE = "the user name cannot be registered: choose another one"
 def client_address(request: Request) -> str | None:
     """The address failed logins are counted against (uvicorn applies trusted proxy headers)."""
     return request.client.host if request.client else None
+
+
+def check_password_strength(state: AppState, password: str, user_name: str, email: str) -> None:
+    """400 with the reason when `password` is too weak for `user_name`."""
+    problem = password_problem(password, user_name, min_score=state.settings.password_min_score, email=email)
+    if problem:
+        raise Invalid(problem)
 
 
 async def user_view(session: Session, user: User) -> UserView:
@@ -116,6 +125,7 @@ async def create_user(
     admin = caller is not None and caller.is_admin
     if (body.type is not None or body.workspaces is not None) and not admin:
         raise Forbidden("only a system administrator may set type or workspaces when registering a user")
+    check_password_strength(state, body.password, body.name, body.email)
     address = client_address(request)
     if not admin:
         await state.login_limits.admit(address)
@@ -256,12 +266,14 @@ async def get_user(name: str, caller: CurrentUser, session: Session) -> UserView
     return await user_view(session, await _visible_user(session, caller, name))
 
 
-@router.patch("/users/{UserId}", response_model=None)
+@router.patch("/users/{UserId}", response_model=None, responses=LIMITED)
 async def update_user(
     UserId: str,
     body: UpdateUserRequest,
+    request: Request,
     caller: CurrentUser,
     session: Session,
+    state: State,
 ) -> None:
     """Owners change their password, email and avatar; admins also roles, workspaces, restriction.
     Workspace managers grant and revoke access: they may change `workspaces` when they manage
@@ -290,6 +302,10 @@ async def update_user(
             raise Forbidden("The user is not allowed to update user")
     if body.workspaces is not None:
         await _check_workspaces(session, list(body.workspaces))
+    if body.password:
+        check_password_strength(state, body.password, user.name, body.email or user.email)
+        if user.id == caller.id:
+            await _prove_current_password(state, request, user, body.current_password)
     if body.roles is not None:
         roles = normalize_roles(list(body.roles))
         if ROLE_SYSTEM_ADMIN in user.roles and ROLE_SYSTEM_ADMIN not in roles:
@@ -311,6 +327,18 @@ async def update_user(
     if body.password or (body.restricted_type or 0) >= RESTRICTED_FROZEN:
         await db.revoke_tokens(session, user_id=user.id, now=user.updated_at)
     await session.commit()
+
+
+async def _prove_current_password(state: AppState, request: Request, user: User, current: str | None) -> None:
+    """A self-change of the password needs the current one (counted like a login attempt)."""
+    if current is None:
+        raise Invalid("currentPassword is required to change your own password")
+    address = client_address(request)
+    await state.login_limits.admit(address, user.name)
+    if not await password_matches(user.password_hash, current):
+        await state.login_limits.failed(address)
+        raise Forbidden("the current password is incorrect")
+    await state.login_limits.succeeded(address, user.name)
 
 
 async def _keep_one_admin(session: Session, user: User) -> None:

@@ -97,11 +97,13 @@ class LoginResponse(UserView):
 
 
 class UpdateUserRequest(RequestModel):
-    """Partial update. roles, workspaces and restrictedType need a system admin."""
+    """Partial update. roles, workspaces and restrictedType need a system admin. Changing one's
+    own password needs `currentPassword` (an addition); an admin resetting another's does not."""
 
     roles: list[Role] | None = Field(default=None, min_length=1, max_length=2)
     workspaces: list[WorkspaceId] | None = Field(default=None, max_length=1000)
     avatar_url: AvatarUrl | None = None
     password: Password | None = None
+    current_password: Annotated[str, StringConstraints(max_length=128)] | None = None
     restricted_type: Literal[0, 1] | None = None
     email: Email | None = None
