@@ -203,13 +203,16 @@ class RegistryClient:
     ) -> httpx.Response:
         """Send with credentials, answering one challenge; raise typed errors for non-`ok` statuses."""
         for attempt in range(3):
+            sent_auth = self._auth_header(scope)
             request = self._http.build_request(
-                method, url, headers={**(headers or {}), **self._auth_header(scope)}, content=content
+                method, url, headers={**(headers or {}), **sent_auth}, content=content
             )
             response = await self._http.send(request, stream=stream)
             if response.status_code != 401:
                 break
             await response.aclose()
+            if attempt < 2 and sent_auth != self._auth_header(scope):
+                continue  # a concurrent request answered the challenge meanwhile: use its credentials
             if attempt == 2 or not await self._answer_challenge(response, scope):
                 raise RegistryAuthError(
                     f"{self.host}: authentication failed (check the registry's username and password)",

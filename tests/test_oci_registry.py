@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import Iterator
@@ -111,6 +112,16 @@ async def test_basic_auth(regs: dict[str, Registry]) -> None:
             await c.ping()
     requests = [r for r in locked.access_log() if "private/small" in r[1]]
     assert sum(1 for r in requests if r[2] == 401) <= 4  # one challenge per attempt, no storm
+
+
+async def test_concurrent_first_requests_all_authenticate(regs: dict[str, Registry]) -> None:
+    """Requests sent together before the first challenge was answered retry with its credentials
+    (parallel blob copies into a registry behind htpasswd start this way)."""
+    locked = regs["locked"]
+    async with client(locked, username=locked.username, password=locked.password) as c:
+        missing = "sha256:" + "0" * 64
+        sizes = await asyncio.gather(*(c.blob_size("private/small", missing) for _ in range(6)))
+    assert sizes == [None] * 6
 
 
 async def test_address_guard(regs: dict[str, Registry]) -> None:
