@@ -3,8 +3,12 @@ manifests, record the end.
 
 Credentials are loaded here, from the image registry named by the import or else from the image
 registries and image secrets whose server matches the source host; they never travel through
-workflow inputs. Registry failures become `ApplicationError`s: authentication, not-found,
-refused addresses and other 4xx answers are non-retryable; network trouble and 5xx retry.
+workflow inputs. Which addresses a source may reach is decided here too, from the database: a
+registry an administrator registered (and the internal registry) may be on loopback or a private
+network, any other source host may not; link-local and metadata addresses never.
+
+Registry failures become `ApplicationError`s: authentication, not-found, refused addresses and
+other 4xx answers are non-retryable; network trouble and 5xx retry.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from domain.failures import Failure
 from domain.images import (
     INDEX_MANIFESTS,
     SINGLE_MANIFESTS,
+    BadReference,
     BlobCopy,
     BlobPlan,
     BlobResult,
@@ -44,6 +49,8 @@ from domain.images import (
     RestartImport,
     SourceCheck,
     SourceVerdict,
+    host_name,
+    hostname_refusal,
     import_workflow_id,
     parse_reference,
     percent,
@@ -73,6 +80,8 @@ class _Endpoint:
     password: str
     insecure: bool
     guarded: bool
+    trusted: bool = False
+    """Loopback and private addresses allowed for this host (an administrator registered it)."""
 
 
 def as_application_error(err: RegistryError) -> ApplicationError:
@@ -141,7 +150,12 @@ class ImageImportActivities:
                 oldest = next(iter(self._clients))
                 asyncio.get_running_loop().create_task(self._clients.pop(oldest).aclose())
             config = self.config
-            guard = address_guard(allow_loopback=config.allow_loopback_sources)
+            guard = address_guard(
+                trusted_names=frozenset({host_name(endpoint.host).lower()})
+                if endpoint.trusted
+                else frozenset(),
+                allow_private=config.allow_loopback_sources,
+            )
             client = RegistryClient(
                 endpoint.host,
                 username=endpoint.username,
@@ -171,12 +185,27 @@ class ImageImportActivities:
         )
 
     async def source_client(self, ref: ImageReference, registry_id: int | None) -> RegistryClient:
-        """A client for the source, with the credentials that apply to its host."""
+        """A client for the source, with the credentials that apply to its host: the internal
+        registry's own client when the source is there; else guarded, trusting loopback and
+        private addresses only for the host of an image registry an administrator registered.
+        Raises AddressRefused for a refused literal address (before any connection)."""
+        config = self.config
+        if config.internal is not None and registry_id is None and ref.host == internal_endpoint(config)[0]:
+            return self.target_client()
         async with self._sessions() as session:
             found = await db.source_endpoint(
                 session, self._box, host=ref.host, api_host=ref.api_host, registry_id=registry_id
             )
-        endpoint = _Endpoint(found.host, found.scheme, found.username, found.password, found.insecure, True)
+        trusted = found.registry_id is not None
+        try:
+            why = hostname_refusal(found.host, allow_private=trusted or config.allow_loopback_sources)
+        except BadReference as exc:
+            raise AddressRefused(f"source: {exc}") from exc
+        if why:
+            raise AddressRefused(why)
+        endpoint = _Endpoint(
+            found.host, found.scheme, found.username, found.password, found.insecure, True, trusted
+        )
         return self._client(endpoint)
 
     # ---- activities -------------------------------------------------------------------------
@@ -186,12 +215,15 @@ class ImageImportActivities:
         """Whether the source manifest exists and is readable (the import request answers with
         it at once, as upstream does); nothing is written."""
         ref = parse_reference(check.source)
-        client = await self.source_client(ref, check.registry_id)
         try:
-            if await client.manifest_digest(ref.repository, ref.reference) is None:
+            client = await self.source_client(ref, check.registry_id)
+            digest = await client.manifest_digest(ref.repository, ref.reference)
+            if digest is None:
                 return SourceVerdict(problem=f"source image {ref} not found")
         except AddressRefused as exc:
             return SourceVerdict(problem=f"source: {exc}", refused=True)
+        except httpx.InvalidURL as exc:
+            return SourceVerdict(problem=f"source: host {ref.host} cannot be used: {exc}", refused=True)
         except RegistryAuthError:
             return SourceVerdict(
                 problem=f"authentication to {ref.host} failed: check the registry's credentials"
@@ -202,7 +234,7 @@ class ImageImportActivities:
             return SourceVerdict(
                 problem=f"source registry {ref.host} is unreachable: {exc.__class__.__name__}"
             )
-        return SourceVerdict()
+        return SourceVerdict(digest=digest)
 
     @activity.defn(name="images.reset")
     async def reset(self, params: RestartImport) -> bool:
@@ -231,8 +263,8 @@ class ImageImportActivities:
     async def resolve(self, params: ResolveInput) -> ImportPlan:
         """Read the source manifest (all platforms of an index); record blobs and image facts."""
         ref = parse_reference(params.source)
-        client = await self.source_client(ref, params.source_registry_id)
         try:
+            client = await self.source_client(ref, params.source_registry_id)
             top = await client.get_manifest(ref.repository, ref.reference)
             manifests, blobs, platforms = await _expand(client, ref.repository, top)
         except RegistryNotFound as err:

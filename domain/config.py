@@ -84,7 +84,8 @@ class ImageConfig:
     internal: InternalRegistry | None = None
     """None when no internal registry is configured."""
     allow_loopback_sources: bool = False
-    """Allow import sources on loopback addresses; link-local is always refused."""
+    """Let every source host, not only registered image registries, be on loopback or a private
+    network (a single-user test machine only); link-local and metadata are always refused."""
     parallel_layers: int = 6
     chunk_bytes: int = 32 * 1024 * 1024
     """Bytes per upload request when copying a blob: the unit of progress and resumption."""

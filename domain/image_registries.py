@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from domain.images import server_refusal
+
 _LABEL = r"[A-Za-z0-9](?:[-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
 _HOST = rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])"
 _ADDRESS = re.compile(rf"^(?P<host>{_HOST})(?::(?P<port>\d{{1,5}}))?(?P<path>(?:/[A-Za-z0-9._-]+)*)/?$")
@@ -30,6 +32,9 @@ def normalize_registry_url(text: str) -> str:
     if port is not None and not 0 < int(port) <= 65535:
         raise ValueError(f"port {port} is out of range")
     address = match["host"].lower() + (f":{port}" if port else "") + match["path"]
+    why = server_refusal(address)
+    if why:
+        raise ValueError(why)
     return scheme + address
 
 

@@ -22,7 +22,9 @@ DOCKER_HUB = "docker.io"
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
 DEFAULT_TAG = "latest"
 TARGET_NAMESPACE = "sync"
-"""Imported images land under `<internal registry>/sync/<source repository>` (as upstream)."""
+"""Imported images land under `<internal registry>/sync/<source host>/<source repository>`
+(upstream: `sync/<source repository>`, which let one registry's `x:1` stand for every other's)."""
+MAX_REPOSITORY = 255
 
 # Import answers of POST /images:import.
 IMPORT_FAILED = 0
@@ -57,6 +59,11 @@ METADATA_HOSTS = frozenset(
 )
 _METADATA_IPS = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
 _EXTRA_METADATA = (ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200"))
+_SHARED_SPACE = ipaddress.ip_network("100.64.0.0/10")
+"""Carrier-grade NAT space: private in practice, though `ipaddress` does not call it so."""
+_NUMERIC_PART = re.compile(r"^(0[xX][0-9a-fA-F]*|[0-9]+)$")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class BadReference(ValueError):
@@ -106,7 +113,8 @@ def split_reference(text: str) -> tuple[str | None, str, str, str]:
     first, sep, rest = raw.partition("/")
     if sep and _looks_like_host(first):
         host, raw = first, rest
-        if not _HOST.match(host):
+        name = host_name(host)
+        if not _HOST.match(host) or len(name) > 253 or any(len(label) > 63 for label in name.split(".")):
             raise BadReference(f"registry host {host!r} is invalid")
     tag = ""
     slash = raw.rfind("/")
@@ -155,11 +163,31 @@ def registry_location(url: str) -> tuple[str, str | None]:
     return host, scheme
 
 
+def host_component(host: str) -> str:
+    """`host[:port]` as one repository path component: lower case, `:port` as `_port`, an IPv6
+    literal as its eight groups joined by `_` (host names hold no `_`, so no two hosts meet)."""
+    host = host.lower()
+    if host.startswith("["):
+        end = host.index("]")
+        try:
+            name = ipaddress.IPv6Address(host[1:end]).exploded.replace(":", "_")
+        except ValueError:
+            raise BadReference(f"host {host} is not a valid IPv6 address") from None
+        port = host[end + 2 :]
+    else:
+        name, _, port = host.partition(":")
+    return f"{name}_{port}" if port else name
+
+
 def target_reference(registry_host: str, source: ImageReference) -> ImageReference:
-    """Where an import of `source` lands in the internal registry."""
+    """Where an import of `source` lands in the internal registry: under its source host, so the
+    same repository and tag from two registries are two images."""
+    repository = f"{TARGET_NAMESPACE}/{host_component(source.host)}/{source.repository}"
+    if len(repository) > MAX_REPOSITORY:
+        raise BadReference(f"target repository {repository} is longer than {MAX_REPOSITORY} characters")
     return ImageReference(
         host=registry_host,
-        repository=f"{TARGET_NAMESPACE}/{source.repository}",
+        repository=repository,
         tag=source.tag or source.digest.replace(":", "-")[:128],
     )
 
@@ -171,8 +199,44 @@ def host_name(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def address_refusal(address: str, *, allow_loopback: bool) -> str | None:
-    """Why an import may not reach `address` (an IP literal), or None when it may."""
+def _ipv4_number(part: str) -> int:
+    if part[:2].lower() == "0x":
+        return int(part[2:] or "0", 16)
+    if len(part) > 1 and part.startswith("0"):
+        return int(part, 8)
+    return int(part)
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The IP address `host[:port]` spells, or None for a name. IPv4 is read as `inet_aton` (and
+    so the resolver and HTTP clients) reads it: `127.1`, `0x7f000001`, `2130706433`, octal
+    `0251.0376.0251.0376`. A numeric host that is no address raises BadReference."""
+    name = host_name(host).rstrip(".")
+    if ":" in name or host.startswith("["):
+        try:
+            return ipaddress.IPv6Address(name)
+        except ValueError:
+            raise BadReference(f"host {host} is not a valid IPv6 address") from None
+    parts = name.split(".")
+    if not all(_NUMERIC_PART.match(p) for p in parts):
+        return None
+    try:
+        numbers = [_ipv4_number(p) for p in parts]
+    except ValueError:
+        raise BadReference(f"host {host} is not a valid IPv4 address") from None
+    count = len(numbers)  # the last part fills the bytes the others leave
+    if count > 4 or any(n > 255 for n in numbers[:-1]) or numbers[-1] >= 2 ** (8 * (5 - count)):
+        raise BadReference(f"host {host} is not a valid IPv4 address")
+    value = numbers[-1]
+    for index, number in enumerate(numbers[:-1]):
+        value += number << (8 * (3 - index))
+    return ipaddress.IPv4Address(value)
+
+
+def address_refusal(address: str | IPAddress, *, allow_private: bool) -> str | None:
+    """Why an import may not reach `address` (an IP), or None when it may. Link-local, metadata,
+    unspecified and multicast addresses are always refused; loopback and private ones unless
+    `allow_private` (a registry an administrator registered, or the internal one)."""
     ip = ipaddress.ip_address(address)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
@@ -180,17 +244,42 @@ def address_refusal(address: str, *, allow_loopback: bool) -> str | None:
         return f"address {address} is link-local or a cloud metadata address"
     if ip.is_unspecified or ip.is_multicast:
         return f"address {address} is not a unicast address"
-    if ip.is_loopback and not allow_loopback:
-        return f"address {address} is a loopback address"
+    if allow_private:
+        return None
+    if ip.is_loopback:
+        return f"address {address} is a loopback address (register the registry as an image registry)"
+    if ip.is_private or ip in _SHARED_SPACE:
+        return f"address {address} is a private address (register the registry as an image registry)"
     return None
 
 
-def hostname_refusal(host: str) -> str | None:
-    """Why a host name is refused before resolution (metadata aliases), or None."""
+def hostname_refusal(host: str, *, allow_private: bool) -> str | None:
+    """Why `host[:port]` is refused before any resolution, or None: metadata names, `localhost`
+    names and every literal address `address_refusal` refuses (BadReference when the host is
+    numeric but no address)."""
     name = host_name(host).lower().rstrip(".")
     if name in METADATA_HOSTS:
         return f"host {name} is a cloud metadata address"
-    return None
+    if not allow_private and (name == "localhost" or name.endswith(".localhost")):
+        return f"host {name} is a loopback address (register the registry as an image registry)"
+    address = literal_address(host)
+    return None if address is None else address_refusal(address, allow_private=allow_private)
+
+
+def server_refusal(server: str) -> str | None:
+    """Why a registry server an administrator writes down (`[scheme://]host[:port][/path]`, an
+    image registry's URL or an image secret's server) may never be reached, or None: metadata
+    names and link-local or metadata literals in any spelling. Decided without DNS; loopback and
+    private addresses are allowed (an administrator's registry may be there)."""
+    host = server.strip()
+    for scheme in ("https://", "http://"):
+        if host.lower().startswith(scheme):
+            host = host[len(scheme) :]
+    host = host.split("/", 1)[0]
+    try:
+        return hostname_refusal(host, allow_private=True) if host else None
+    except BadReference as exc:
+        return str(exc)
 
 
 def import_workflow_id(image_id: int) -> str:
@@ -319,6 +408,8 @@ class SourceVerdict(BaseModel):
 
     problem: str = ""
     refused: bool = False
+    digest: str = ""
+    """The digest the source reference points at now (when it can be imported)."""
 
 
 class RestartImport(BaseModel):

@@ -22,7 +22,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from domain.images import MANIFEST_ACCEPT, address_refusal, host_name, hostname_refusal
+from domain.images import MANIFEST_ACCEPT, BadReference, address_refusal, host_name, hostname_refusal
 
 AddressGuard = Callable[[str], Awaitable[None]]
 
@@ -75,23 +75,32 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
-def address_guard(*, allow_loopback: bool) -> AddressGuard:
-    """A guard resolving each host and refusing link-local, metadata (and loopback unless allowed)."""
+def address_guard(
+    *, trusted_names: frozenset[str] = frozenset(), allow_private: bool = False
+) -> AddressGuard:
+    """A guard resolving each host and refusing link-local and metadata addresses everywhere, and
+    loopback and private ones unless `allow_private` or the host's name is in `trusted_names`
+    (the registry an administrator registered, or the internal one: redirects and token realms
+    elsewhere are checked in full)."""
     checked: set[str] = set()
 
     async def guard(host: str) -> None:
         if host in checked:
             return
-        why = hostname_refusal(host)
+        name = host_name(host)
+        allow = allow_private or name.lower().rstrip(".") in trusted_names
+        try:
+            why = hostname_refusal(host, allow_private=allow)
+        except BadReference as exc:
+            raise AddressRefused(str(exc)) from exc
         if why:
             raise AddressRefused(why)
-        name = host_name(host)
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(name, None, type=socket.SOCK_STREAM)
         except OSError as exc:
             raise RegistryError(f"cannot resolve registry host {name}: {exc}") from exc
         for info in infos:
-            why = address_refusal(str(info[4][0]), allow_loopback=allow_loopback)
+            why = address_refusal(str(info[4][0]), allow_private=allow)
             if why:
                 raise AddressRefused(f"registry host {name} refused: {why}")
         checked.add(host)

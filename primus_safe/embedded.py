@@ -288,9 +288,9 @@ class EmbeddedRegistry:
 def internal_registry_services(settings: Settings, port: int) -> list[EmbeddedService]:
     """The embedded internal registry when none is configured and docker-registry is installed.
 
-    Points `settings` at it (plain HTTP on loopback) and lets imports read loopback sources.
+    Points `settings` at it (plain HTTP on loopback). Import sources on loopback are not opened
+    to everyone: only registered image registries and this one.
     """
-    settings.images_allow_loopback_sources = True
     if settings.images_internal_registry:
         return []
     binary = registry_binary()

@@ -96,7 +96,8 @@ class Settings(BaseSettings):
     images_internal_insecure: bool = False
     """Plain HTTP (no TLS) to the internal registry."""
     images_allow_loopback_sources: bool = False
-    """Allow import sources on loopback addresses (tests and `up`); link-local is always refused."""
+    """Let every import source, not only registered image registries, be on loopback or private
+    addresses (single-user test machines only; `up` does not set it); link-local is always refused."""
     images_parallel_layers: int = 6
     """How many blobs one import copies at once."""
     images_chunk_bytes: int = 32 * 1024 * 1024

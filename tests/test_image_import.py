@@ -30,6 +30,7 @@ from domain.images import (
     ImportResult,
     ImportSpec,
     parse_reference,
+    target_reference,
 )
 from domain.timefmt import utcnow
 from tests.conftest import Platform
@@ -95,13 +96,14 @@ async def add_registry(platform: Platform, reg: Registry, password: str = "") ->
 async def add_image(platform: Platform, source: str, target_host: str) -> tuple[int, str]:
     """An Importing image row (as the API writes it); returns (id, target reference)."""
     ref = parse_reference(source)
-    target = f"{target_host}/sync/{ref.repository}:{ref.tag}"
+    target_ref = target_reference(target_host, ref)
+    target = str(target_ref)
     now = utcnow()
     async with platform.state.sessions() as session, session.begin():
         image = Image(
             tag=target,
             registry_host=target_host,
-            repository=f"sync/{ref.repository}",
+            repository=target_ref.repository,
             image_tag=ref.tag,
             source=source,
             description="",
@@ -206,7 +208,6 @@ def spawn_worker(platform: Platform, queue: str, target_host: str, log: Path) ->
         "PRIMUS_QUEUE_IMAGES": queue,
         "PRIMUS_IMAGES_INTERNAL_REGISTRY": target_host,
         "PRIMUS_IMAGES_INTERNAL_INSECURE": "true",
-        "PRIMUS_IMAGES_ALLOW_LOOPBACK_SOURCES": "true",
         "PRIMUS_IMAGES_CHUNK_BYTES": str(1024 * 1024),
     }
     with log.open("ab") as out:
@@ -266,7 +267,9 @@ async def test_worker_killed_mid_import_resumes_without_resending(
         await throttle.stop()
     assert result.status == STATUS_READY, result
     assert (
-        skopeo_digest(target, "sync/big/data:1") == skopeo_digest(source_reg, "big/data:1") == result.digest
+        skopeo_digest(target, f"sync/127.0.0.1_{source_reg.port}/big/data:1")
+        == skopeo_digest(source_reg, "big/data:1")
+        == result.digest
     )
     async with platform.state.sessions() as session:
         layers = await db.layers_of(session, image_id=image_id)
@@ -298,6 +301,7 @@ async def test_copy_resumes_a_recorded_upload_session(
     await add_registry(platform, source_reg)
     source = f"{source_reg.host}/big/data:1"
     image_id, target_ref = await add_image(platform, source, target.host)
+    repository = parse_reference(target_ref).repository  # sync/127.0.0.1_<port>/big/data
     config = dataclasses.replace(platform.settings.image_config(), chunk_bytes=1024 * 1024)
     activities = ImageImportActivities(platform.state.sessions, config, platform.state.box)
     env = ActivityEnvironment()
@@ -310,8 +314,8 @@ async def test_copy_resumes_a_recorded_upload_session(
             RegistryClient(target.host, insecure=True) as dst,
         ):
             head = (await src.read_blob("big/data", blob.digest))[: 1024 * 1024]
-            location = await dst.start_upload("sync/big/data")
-            location = await dst.upload_chunk("sync/big/data", location, 0, head)
+            location = await dst.start_upload(repository)
+            location = await dst.upload_chunk(repository, location, 0, head)
         async with platform.state.sessions() as session, session.begin():
             await image_status.set_layer_progress(
                 session,
@@ -335,4 +339,4 @@ async def test_copy_resumes_a_recorded_upload_session(
     patches = [r for r in new if r[0] == "PATCH"]
     assert len(patches) == -(-(blob.size - 1024 * 1024) // (1024 * 1024))
     async with RegistryClient(target.host, insecure=True) as dst:
-        assert await dst.blob_size("sync/big/data", blob.digest) == blob.size
+        assert await dst.blob_size(repository, blob.digest) == blob.size

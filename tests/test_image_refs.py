@@ -8,6 +8,7 @@ from domain.images import (
     BadReference,
     address_refusal,
     hostname_refusal,
+    literal_address,
     parse_reference,
     percent,
     registry_location,
@@ -50,11 +51,55 @@ def test_bad_references(text: str) -> None:
         parse_reference(text)
 
 
-def test_target_reference_keeps_the_repository_under_sync() -> None:
-    target = target_reference("127.0.0.1:5000", parse_reference("docker.io/pytorch/pytorch:2.0"))
-    assert str(target) == "127.0.0.1:5000/sync/pytorch/pytorch:2.0"
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [
+        ("docker.io/pytorch/pytorch:2.0", "r:1/sync/docker.io/pytorch/pytorch:2.0"),
+        ("busybox", "r:1/sync/docker.io/library/busybox:latest"),
+        ("127.0.0.1:5000/a/b:1", "r:1/sync/127.0.0.1_5000/a/b:1"),
+        ("Harbor.Example.com/ai/x:2", "r:1/sync/harbor.example.com/ai/x:2"),
+        ("[::1]:5000/x:1", "r:1/sync/0000_0000_0000_0000_0000_0000_0000_0001_5000/x:1"),
+        ("[fd00::1]/x:1", "r:1/sync/fd00_0000_0000_0000_0000_0000_0000_0001/x:1"),
+    ],
+)
+def test_target_reference_names_the_source_host(source: str, target: str) -> None:
+    """Two registries' `x:1` never share a target; the host component is a valid repository part."""
+    assert str(target_reference("r:1", parse_reference(source))) == target
+
+
+def test_target_reference_of_a_pinned_digest_and_length() -> None:
     pinned = target_reference("r:1", parse_reference(f"reg.io/x@{DIGEST}"))
-    assert pinned.tag == DIGEST.replace(":", "-")[:128]
+    assert pinned.tag == DIGEST.replace(":", "-")[:128] and pinned.repository == "sync/reg.io/x"
+    with pytest.raises(BadReference, match="longer than 255"):
+        target_reference("r:1", parse_reference("reg.io/" + "/".join(["a" * 50] * 5) + ":1"))
+
+
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [
+        ("127.0.0.1:80", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+        ("0x7f000001:5000", "127.0.0.1"),
+        ("2130706433", "127.0.0.1"),
+        ("0251.0376.0251.0376:80", "169.254.169.254"),
+        ("0xa9.0xfe.0xa9.0xfe", "169.254.169.254"),
+        ("10.1", "10.0.0.1"),
+        ("[::ffff:127.0.0.1]:5000", "::ffff:7f00:1"),
+        ("[::1]", "::1"),
+        ("harbor.example.com:443", None),
+        ("localhost", None),
+        ("1.example", None),
+    ],
+)
+def test_literal_address(host: str, address: str | None) -> None:
+    found = literal_address(host)
+    assert (found is None) if address is None else (str(found) == address)
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "1.2.3.4.5", "0x1ffffffff", "08.1.1.1", "[::g]"])
+def test_numeric_hosts_that_are_no_address(host: str) -> None:
+    with pytest.raises(BadReference, match="not a valid"):
+        literal_address(host)
 
 
 def test_registry_location() -> None:
@@ -65,26 +110,42 @@ def test_registry_location() -> None:
 
 
 @pytest.mark.parametrize(
-    ("address", "allow_loopback", "refused"),
+    ("address", "allow_private", "refused"),
     [
         ("169.254.169.254", True, "link-local"),
         ("fe80::1", True, "link-local"),
         ("::ffff:169.254.1.1", True, "link-local"),
         ("fd00:ec2::254", True, "metadata"),
+        ("100.100.100.200", True, "metadata"),
         ("127.0.0.1", False, "loopback"),
         ("::1", False, "loopback"),
+        ("::ffff:127.0.0.1", False, "loopback"),
         ("0.0.0.0", True, "unicast"),
         ("127.0.0.1", True, None),
-        ("10.1.2.3", False, None),
+        ("10.1.2.3", False, "private"),
+        ("192.168.0.1", False, "private"),
+        ("fd00::1", False, "private"),
+        ("100.64.0.1", False, "private"),
+        ("10.1.2.3", True, None),
         ("93.184.216.34", False, None),
+        ("2606:4700::1111", False, None),
     ],
 )
-def test_address_refusal(address: str, allow_loopback: bool, refused: str | None) -> None:
-    why = address_refusal(address, allow_loopback=allow_loopback)
+def test_address_refusal(address: str, allow_private: bool, refused: str | None) -> None:
+    why = address_refusal(address, allow_private=allow_private)
     assert (why is None) if refused is None else (why is not None and refused in why)
 
 
-def test_metadata_host_names_and_percent() -> None:
-    assert hostname_refusal("metadata.google.internal:80") is not None
-    assert hostname_refusal("harbor.example.com") is None
+def test_host_refusal_without_dns() -> None:
+    """Names and literals decided without resolving anything."""
+    assert "metadata" in str(hostname_refusal("metadata.google.internal:80", allow_private=True))
+    assert "link-local" in str(hostname_refusal("0251.0376.0251.0376:80", allow_private=True))
+    assert "loopback" in str(hostname_refusal("localhost:5000", allow_private=False))
+    assert "loopback" in str(hostname_refusal("registry.localhost", allow_private=False))
+    assert "loopback" in str(hostname_refusal("127.1:5000", allow_private=False))
+    assert hostname_refusal("localhost:5000", allow_private=True) is None
+    assert hostname_refusal("harbor.example.com", allow_private=False) is None
+
+
+def test_percent() -> None:
     assert (percent(0, 10), percent(5, 10), percent(10, 10), percent(3, 0)) == (0, 50, 100, 100)

@@ -139,3 +139,32 @@ async def test_only_admins_write(
     assert (await api.delete(f"{BASE}/{registry_id}", headers=alice)).status_code == 403
     assert len((await api.get(BASE, headers=alice)).json()) == 1
     assert (await api.get(BASE)).status_code == 401
+
+
+async def test_link_local_and_metadata_urls_are_refused_at_creation(
+    api: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """Refused when written, not only when an import uses them (no DNS: literal addresses and the
+    metadata host names; every spelling of an IPv4 literal counts)."""
+    urls = [
+        "http://169.254.169.254",
+        "169.254.169.254:5000",
+        "http://[fe80::1]:5000",
+        "http://[::ffff:169.254.169.254]",
+        "http://0251.0376.0251.0376",
+        "http://0xa9fea9fe",
+        "http://2852039166",
+        "http://[fd00:ec2::254]",
+        "http://100.100.100.200",
+        "https://metadata.google.internal",
+        "instance-data:80",
+    ]
+    for url in urls:
+        resp = await create(api, admin, name="meta", url=url)
+        assert resp.status_code == 400, (url, resp.text)
+        assert "metadata" in resp.json()["errorMessage"] or "link-local" in resp.json()["errorMessage"], url
+    ok = await create(api, admin)
+    assert ok.status_code == 200
+    put = await api.put(f"{BASE}/{ok.json()['id']}", json={**HUB, "url": "http://169.254.1.1"}, headers=admin)
+    assert put.status_code == 400, put.text
+    assert [r["url"] for r in (await api.get(BASE, headers=admin)).json()] == ["https://registry-1.docker.io"]

@@ -61,6 +61,11 @@ def internal_registry(platform: Platform, regs: dict[str, Registry]) -> Iterator
         yield regs["internal"]
 
 
+def synced(source: Registry | Throttle, path: str) -> str:
+    """Where `path` of `source` lands in the internal registry: under the source's host."""
+    return f"sync/127.0.0.1_{source.port}/{path}"
+
+
 async def add_registry(api: httpx.AsyncClient, admin: dict[str, str], reg: Registry, **extra: Any) -> int:
     body = {"name": reg.name, "url": f"http://{reg.host}", "insecure": True, **extra}
     resp = await api.post("/api/v1/image-registries", json=body, headers=admin)
@@ -100,21 +105,26 @@ async def test_import_single_arch_lands_identical(
     assert len(details["layersDetail"]) == 3  # two layers and the config
     assert all(v == {"status": "completed", "progress": 100} for v in details["layersDetail"].values())
     internal = regs["internal"]
-    assert skopeo_digest(internal, "sync/team/app:1") == skopeo_digest(regs["source"], "team/app:1")
+    assert skopeo_digest(internal, synced(regs["source"], "team/app:1")) == skopeo_digest(
+        regs["source"], "team/app:1"
+    )
 
     grouped = (await api.get("/api/v1/images", headers=alice)).json()
     assert grouped["totalCount"] == 1
     group = grouped["images"][0]
-    assert group["registryHost"] == internal.host and group["repo"] == "sync/team/app"
+    assert group["registryHost"] == internal.host and group["repo"] == synced(regs["source"], "team/app")
     art = group["artifacts"][0]
     assert art["imageTag"] == "1" and art["status"] == "ready" and art["userName"] == "alice"
     assert art["arch"] == "amd64" and art["os"] == "linux" and art["size"] > 0
-    assert art["digest"] == skopeo_digest(internal, "sync/team/app:1") and art["includeType"] == "import"
+    assert (
+        art["digest"] == skopeo_digest(internal, synced(regs["source"], "team/app:1"))
+        and art["includeType"] == "import"
+    )
     flat = (await api.get("/api/v1/images", params={"flat": "true"}, headers=alice)).json()
     assert flat == [
         {
             "id": answer["imageId"],
-            "tag": f"{internal.host}/sync/team/app:1",
+            "tag": f"{internal.host}/{synced(regs['source'], 'team/app:1')}",
             "description": f"Import from {regs['source'].host}/team/app:1",
             "created_at": flat[0]["created_at"],
             "created_by": "alice",
@@ -142,9 +152,11 @@ async def test_import_multi_arch_with_default_registry(
     details = await wait_done(api, alice, answer["imageId"])
     assert details["status"] == "ready", details
     internal = regs["internal"]
-    assert skopeo_digest(internal, "sync/team/multi:1") == skopeo_digest(regs["source"], "team/multi:1")
+    assert skopeo_digest(internal, synced(regs["source"], "team/multi:1")) == skopeo_digest(
+        regs["source"], "team/multi:1"
+    )
     async with RegistryClient(internal.host, insecure=True) as client:
-        index = await client.get_manifest("sync/team/multi", "1")
+        index = await client.get_manifest(synced(regs["source"], "team/multi"), "1")
         source_index = await RegistryClient(regs["source"].host, insecure=True).get_manifest(
             "team/multi", "1"
         )
@@ -177,7 +189,9 @@ async def test_credentials_from_registry_are_used(
     answer = await start_import(api, alice, "private/app:1", sourceRegistry=locked.name)
     assert answer["state"] == 1, answer
     assert (await wait_done(api, alice, answer["imageId"]))["status"] == "ready"
-    assert skopeo_digest(regs["internal"], "sync/private/app:1") == skopeo_digest(locked, "private/app:1")
+    assert skopeo_digest(regs["internal"], synced(locked, "private/app:1")) == skopeo_digest(
+        locked, "private/app:1"
+    )
 
 
 async def test_bad_input_is_400_and_auth_required(
@@ -216,14 +230,122 @@ async def test_bad_input_is_400_and_auth_required(
     assert (await api.get("/api/v1/images", headers=alice)).json()["totalCount"] == 0
 
 
-async def test_loopback_sources_need_the_setting(
-    api: httpx.AsyncClient, alice: dict[str, str], platform: Platform, regs: dict[str, Registry]
+LOOPBACK_SPELLINGS = [
+    "127.0.0.1",
+    "localhost",
+    "[::1]",
+    "[::ffff:127.0.0.1]",
+    "0x7f000001",
+    "2130706433",
+    "127.1",
+]
+
+
+async def test_free_form_loopback_and_private_sources_are_refused(
+    api: httpx.AsyncClient, admin: dict[str, str], alice: dict[str, str], regs: dict[str, Registry]
 ) -> None:
-    platform.settings.images_allow_loopback_sources = False
+    """No image registry names the host: every spelling of loopback, and private ranges, are a 400
+    before any request reaches them (the fixture runs the platform as `up` does)."""
+    source = regs["source"]
+    served = len(source.access_log())
+    for spelling in LOOPBACK_SPELLINGS:
+        for caller in (alice, admin):
+            body = {"source": f"{spelling}:{source.port}/team/app:1"}
+            resp = await api.post("/api/v1/images:import", json=body, headers=caller)
+            assert resp.status_code == 400, (spelling, resp.text)
+            assert "loopback" in resp.json()["errorMessage"], resp.text
+    for private in ("10.0.0.1:5000", "192.168.1.1", "172.16.0.1:5000", "[fd00::1]:5000", "100.64.0.1"):
+        resp = await api.post("/api/v1/images:import", json={"source": f"{private}/a/b:1"}, headers=alice)
+        assert resp.status_code == 400, (private, resp.text)
+        assert "private" in resp.json()["errorMessage"], resp.text
     resp = await api.post(
-        "/api/v1/images:import", json={"source": f"{regs['source'].host}/a:1"}, headers=alice
+        "/api/v1/images:import", json={"source": "a/b:1", "sourceRegistry": "127.1:5"}, headers=alice
     )
-    assert resp.status_code == 400 and "loopback" in resp.json()["errorMessage"]
+    assert resp.status_code == 400 and "loopback" in resp.json()["errorMessage"], resp.text
+    assert len(source.access_log()) == served  # nothing reached the registry
+    assert (await api.get("/api/v1/images", headers=alice)).json()["totalCount"] == 0
+    # once an admin registers it, the same loopback registry is a source for everyone
+    await add_registry(api, admin, source)
+    answer = await start_import(api, alice, f"{source.host}/team/app:1")
+    assert answer["state"] == 1, answer
+    assert (await wait_done(api, alice, answer["imageId"]))["status"] == "ready"
+
+
+async def test_the_internal_registry_is_a_source(
+    api: httpx.AsyncClient, alice: dict[str, str], regs: dict[str, Registry], tmp_path: Path
+) -> None:
+    """The platform's own registry (loopback in `up`) needs no registration."""
+    internal = regs["internal"]
+    skopeo_push(small_image(tmp_path / "own"), internal, "own/app:1")
+    answer = await start_import(api, alice, f"{internal.host}/own/app:1")
+    assert answer["state"] == 1, answer
+    assert (await wait_done(api, alice, answer["imageId"]))["status"] == "ready"
+
+
+async def test_unparseable_source_hosts_are_400(api: httpx.AsyncClient, alice: dict[str, str]) -> None:
+    """Octal spellings of the metadata address, over-long labels: a clear 400, never a 500."""
+    for source, problem in [
+        ("0251.0376.0251.0376:80/x:y", "link-local"),
+        ("0251.0376.0251.0376/x/y:1", "link-local"),
+        ("0xa9.0xfe.0xa9.0xfe:80/x:y", "link-local"),
+        ("999.1.1.1:80/x:y", "not a valid"),
+        ("a" * 70 + ".io/x:y", "invalid"),
+    ]:
+        resp = await api.post("/api/v1/images:import", json={"source": source}, headers=alice)
+        assert resp.status_code == 400, (source, resp.text)
+        assert problem in resp.json()["errorMessage"], (source, resp.text)
+
+
+async def test_the_same_name_from_another_registry_is_another_image(
+    api: httpx.AsyncClient,
+    admin: dict[str, str],
+    alice: dict[str, str],
+    bob: dict[str, str],
+    regs: dict[str, Registry],
+    tmp_path: Path,
+) -> None:
+    """Whoever imports `team/app:1` from their own registry first does not own it for everyone."""
+    source, other, internal = regs["source"], regs["locked"], regs["internal"]
+    skopeo_push(small_image(tmp_path / "squat", salt="squat"), other, "team/app:1")
+    await add_registry(api, admin, source)
+    await add_registry(api, admin, other, username=other.username, password=other.password)
+    squat = await start_import(api, bob, f"{other.host}/team/app:1")
+    assert squat["state"] == 1, squat
+    assert (await wait_done(api, bob, squat["imageId"]))["status"] == "ready"
+    real = await start_import(api, alice, f"{source.host}/team/app:1")
+    assert real["state"] == 1 and real["imageId"] != squat["imageId"], real
+    assert (await wait_done(api, alice, real["imageId"]))["status"] == "ready"
+    real_digest = skopeo_digest(source, "team/app:1")
+    assert skopeo_digest(internal, f"sync/127.0.0.1_{source.port}/team/app:1") == real_digest
+    assert skopeo_digest(internal, f"sync/127.0.0.1_{other.port}/team/app:1") == skopeo_digest(
+        other, "team/app:1"
+    )
+    assert skopeo_digest(other, "team/app:1") != real_digest
+    flat = (await api.get("/api/v1/images", params={"flat": "true"}, headers=alice)).json()
+    assert sorted(i["tag"] for i in flat) == sorted(
+        f"{internal.host}/sync/127.0.0.1_{reg.port}/team/app:1" for reg in (source, other)
+    )
+    again = await start_import(api, alice, f"{source.host}/team/app:1")
+    assert again["state"] == 2 and again["alreadyImageId"] == real["imageId"], again
+
+
+async def test_a_moved_source_tag_is_not_already_imported(
+    api: httpx.AsyncClient,
+    admin: dict[str, str],
+    alice: dict[str, str],
+    regs: dict[str, Registry],
+    tmp_path: Path,
+) -> None:
+    """`state 2` only for the same source at the same digest."""
+    source = regs["source"]
+    skopeo_push(small_image(tmp_path / "v1", salt="moving-1"), source, "team/moving:1")
+    await add_registry(api, admin, source)
+    first = await start_import(api, alice, f"{source.host}/team/moving:1")
+    assert (await wait_done(api, alice, first["imageId"]))["status"] == "ready"
+    skopeo_push(small_image(tmp_path / "v2", salt="moving-2"), source, "team/moving:1")
+    again = await start_import(api, alice, f"{source.host}/team/moving:1")
+    assert again["state"] == 0 and again["alreadyImageId"] == 0, again
+    assert f"image {first['imageId']}" in again["message"] and "digest" in again["message"], again
 
 
 async def test_progress_details_and_delete(
@@ -238,7 +360,7 @@ async def test_progress_details_and_delete(
     answer = await start_import(api, alice, f"{regs['source'].host}/team/app:1")
     image_id = answer["imageId"]
     await wait_done(api, alice, image_id)
-    tag = f"{regs['internal'].host}/sync/team/app:1"
+    tag = f"{regs['internal'].host}/{synced(regs['source'], 'team/app:1')}"
     name = base64.urlsafe_b64encode(tag.encode()).decode().rstrip("=")
     progress = {"layersDetail": {"sha256:" + "a" * 64: {"status": "downloading", "progress": 45}}}
     assert (
@@ -281,7 +403,7 @@ async def test_progress_details_and_delete(
     result = await asyncio.wait_for(deletion.result(), 30)
     assert result.manifest == "deleted" and result.removed, result
     async with RegistryClient(regs["internal"].host, insecure=True) as client:
-        assert await client.manifest_digest("sync/team/app", "1") is None
+        assert await client.manifest_digest(synced(regs["source"], "team/app"), "1") is None
     assert (await api.delete(f"/api/v1/images/{image_id}", headers=alice)).status_code == 404
 
 
@@ -377,7 +499,9 @@ async def test_credentials_from_an_image_secret(
     answer = await start_import(api, alice, f"{locked.host}/private/app:1")
     assert answer["state"] == 1, answer
     assert (await wait_done(api, alice, answer["imageId"]))["status"] == "ready"
-    assert skopeo_digest(regs["internal"], "sync/private/app:1") == skopeo_digest(locked, "private/app:1")
+    assert skopeo_digest(regs["internal"], synced(locked, "private/app:1")) == skopeo_digest(
+        locked, "private/app:1"
+    )
 
 
 async def test_delete_while_importing_cancels_the_workflow(
@@ -408,7 +532,7 @@ async def test_delete_while_importing_cancels_the_workflow(
             await asyncio.sleep(0.05)
         assert details["status"] == "importing"
         # An external copier's report is recorded by the running import workflow.
-        tag = f"{regs['internal'].host}/sync/slow/data:1"
+        tag = f"{regs['internal'].host}/{synced(throttle, 'slow/data:1')}"
         name = base64.urlsafe_b64encode(tag.encode()).decode().rstrip("=")
         progress = {"layersDetail": {"sha256:" + "b" * 64: {"status": "downloading", "progress": 45}}}
         resp = await api.put(f"/api/v1/images:import/{name}/progress", json=progress, headers=alice)
@@ -430,7 +554,7 @@ async def test_delete_while_importing_cancels_the_workflow(
         result = await asyncio.wait_for(deletion.result(), 30)
         assert result.import_cancelled and result.manifest == "absent" and result.removed, result
         async with RegistryClient(regs["internal"].host, insecure=True) as client:
-            assert await client.manifest_digest("sync/slow/data", "1") is None
+            assert await client.manifest_digest(synced(throttle, "slow/data"), "1") is None
         await replay_and_keep(deletion, [ImageDeleteWorkflow], "image-delete-while-importing")
     finally:
         await throttle.stop()
@@ -459,7 +583,7 @@ async def test_blobs_of_an_imported_image_are_mounted_not_resent(
         "mount=" in r[1] and r[2] == 201 for r in new if r[0] == "POST"
     )
     assert not [r for r in new if r[0] in ("PATCH",) or (r[0] == "PUT" and "/blobs/" in r[1])]
-    assert skopeo_digest(internal, "sync/other/app:1") == skopeo_digest(source, "other/app:1")
+    assert skopeo_digest(internal, synced(source, "other/app:1")) == skopeo_digest(source, "other/app:1")
 
 
 async def cli_import(source: str, server: str, token: str, *, within: float) -> tuple[int, str]:

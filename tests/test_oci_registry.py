@@ -125,16 +125,25 @@ async def test_concurrent_first_requests_all_authenticate(regs: dict[str, Regist
 
 
 async def test_address_guard(regs: dict[str, Registry]) -> None:
-    async with client(regs["plain"], guard=address_guard(allow_loopback=False)) as c:
+    async with client(regs["plain"], guard=address_guard()) as c:
         with pytest.raises(AddressRefused, match="loopback"):
             await c.ping()
-    async with client(regs["plain"], guard=address_guard(allow_loopback=True)) as c:
+    async with client(regs["plain"], guard=address_guard(trusted_names=frozenset({"127.0.0.1"}))) as c:
         await c.ping()
+    async with client(regs["plain"], guard=address_guard(allow_private=True)) as c:
+        await c.ping()
+    # a name (resolved here, not a literal) for a trusted address is not trusted itself
     async with RegistryClient(
-        "169.254.169.254", insecure=True, guard=address_guard(allow_loopback=True)
+        f"localhost:{regs['plain'].port}",
+        insecure=True,
+        guard=address_guard(trusted_names=frozenset({"127.0.0.1"})),
     ) as c:
-        with pytest.raises(AddressRefused, match="link-local"):
+        with pytest.raises(AddressRefused, match="loopback"):
             await c.ping()
+    for host in ("169.254.169.254", "[::ffff:169.254.169.254]"):
+        async with RegistryClient(host, insecure=True, guard=address_guard(allow_private=True)) as c:
+            with pytest.raises(AddressRefused, match="link-local"):
+                await c.ping()
 
 
 def test_tls_by_default() -> None:

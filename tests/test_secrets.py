@@ -384,3 +384,25 @@ async def test_frozen_admin_is_refused(
     assert resp.status_code == 403
     async with platform.state.sessions() as session:
         assert (await session.execute(select(Secret))).first() is None
+
+
+async def test_image_secret_servers_on_link_local_or_metadata_are_refused(
+    api: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """Refused when written (create and patch), whatever the spelling of the literal address."""
+    for server in (
+        "169.254.169.254",
+        "http://169.254.169.254:5000/v2",
+        "[fe80::1]:5000",
+        "https://[::ffff:169.254.169.254]",
+        "0251.0376.0251.0376",
+        "metadata.google.internal",
+    ):
+        resp = await api.post(URL, json=image_body("meta", server), headers=admin)
+        assert resp.status_code == 400, (server, resp.text)
+        assert "params.0.server" in resp.json()["errorMessage"], resp.text
+    await create(api, admin, image_body("regs", "docker.io", "10.0.0.5:5000"))
+    bad = {"params": [{"server": "169.254.1.1", "username": "u", "password": b64("pw")}]}
+    resp = await api.patch(f"{URL}/regs", json=bad, headers=admin)
+    assert resp.status_code == 400 and "link-local" in resp.json()["errorMessage"], resp.text
+    assert [s["secretId"] for s in (await api.get(URL, headers=admin)).json()["items"]] == ["regs"]

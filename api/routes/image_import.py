@@ -48,11 +48,13 @@ from domain.images import (
     SourceCheck,
     SourceVerdict,
     has_host,
+    hostname_refusal,
     parse_reference,
     registry_location,
     target_reference,
 )
 from domain.timefmt import utcnow
+from primus_safe.settings import Settings
 from workflows.common import RESOURCE_ID, RESOURCE_TYPE, USER
 from workflows.image_import import ImageImportWorkflow, workflow_id
 from workflows.source_check import SourceCheckWorkflow
@@ -91,8 +93,24 @@ async def _source_reference(session: Session, body: ImportImageRequest) -> tuple
     return ref, registry.id if registry else None
 
 
-async def _check_source(state: AppState, ref: ImageReference, registry_id: int | None) -> str:
-    """ "" when the source manifest exists and is readable, else why not (nothing is written);
+def _refuse_literal_address(settings: Settings, ref: ImageReference, registry_id: int | None) -> None:
+    """400 for a source host whose name alone is refused (metadata names, literal link-local
+    addresses in any spelling; loopback and private ones unless an image registry names the host
+    or it is the internal registry). Names are resolved by the source check, not here."""
+    internal = (
+        registry_location(settings.images_internal_registry)[0] if settings.images_internal_registry else ""
+    )
+    trusted = registry_id is not None or ref.host == internal or settings.images_allow_loopback_sources
+    try:
+        why = hostname_refusal(ref.host, allow_private=trusted)
+    except BadReference as exc:
+        raise Invalid(f"source: {exc}") from exc
+    if why:
+        raise Invalid(f"source: {why}")
+
+
+async def _check_source(state: AppState, ref: ImageReference, registry_id: int | None) -> SourceVerdict:
+    """Whether the source manifest exists and is readable, and its digest (nothing is written);
     asked of the `source-check/<id>` workflow (the route itself talks only to Temporal)."""
     verdict: SourceVerdict = await state.temporal.execute_workflow(
         SourceCheckWorkflow.run,
@@ -103,11 +121,23 @@ async def _check_source(state: AppState, ref: ImageReference, registry_id: int |
     )
     if verdict.refused:
         raise Invalid(verdict.problem)
-    return verdict.problem
+    return verdict
 
 
 def _answer(state: int, message: str, already: int = 0, image_id: int = 0) -> ImportImageResponse:
     return ImportImageResponse(state=state, message=message, already_image_id=already, image_id=image_id)
+
+
+def _already(image: Image, digest: str) -> ImportImageResponse:
+    """State 2 when `image` holds (or is still fetching) what the source points at now; else 0:
+    the source moved on, and the existing image is not silently replaced."""
+    if not image.digest or image.digest == digest:
+        return _answer(IMPORT_EXISTS, ALREADY, image.id)
+    return _answer(
+        IMPORT_FAILED,
+        f"image {image.id} ({image.tag}) holds digest {image.digest} of {image.source}, which now "
+        f"points at digest {digest}; delete image {image.id} to import it again",
+    )
 
 
 def _being_deleted(tag: str) -> ImportImageResponse:
@@ -121,18 +151,24 @@ async def import_image(
     """Starts the `image-import/<id>` workflow copying the source into the internal registry."""
     settings = state.settings
     ref, registry_id = await _source_reference(session, body)
+    _refuse_literal_address(settings, ref, registry_id)
     if not settings.images_internal_registry:
         return _answer(IMPORT_FAILED, "no internal registry is configured (PRIMUS_IMAGES_INTERNAL_REGISTRY)")
-    target = target_reference(registry_location(settings.images_internal_registry)[0], ref)
+    try:
+        target = target_reference(registry_location(settings.images_internal_registry)[0], ref)
+    except BadReference as exc:
+        raise Invalid(f"source: {exc}") from exc
     existing = await db.get_image_by_tag(session, tag=str(target), include_deleting=True)
     if existing is not None and existing.deleting_at is not None:
         return _being_deleted(str(target))
-    if existing is not None and existing.status != STATUS_FAILED:
-        return _answer(IMPORT_EXISTS, ALREADY, existing.id)
+    if existing is not None and existing.status != STATUS_FAILED and existing.source != str(ref):
+        return _answer(IMPORT_FAILED, f"{target} holds image {existing.id}, imported from {existing.source}")
     await session.commit()  # no transaction stays open while the source is checked
-    problem = await _check_source(state, ref, registry_id)
-    if problem:
-        return _answer(IMPORT_FAILED, problem)
+    verdict = await _check_source(state, ref, registry_id)
+    if verdict.problem:
+        return _answer(IMPORT_FAILED, verdict.problem)
+    if existing is not None and existing.status != STATUS_FAILED:
+        return _already(existing, verdict.digest)
     if existing is not None:
         return await _import_again(state, session, caller, existing.id, ref, target, registry_id)
     image = await _record_import(session, caller, ref, target, registry_id)

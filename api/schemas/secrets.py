@@ -22,6 +22,7 @@ from pydantic import (
 from api.errors import describe_validation_errors
 from api.schemas.common import RequestModel, ResponseModel
 from domain.errors import Invalid
+from domain.images import server_refusal
 from domain.names import dns1123_error
 from domain.secrets import SecretType, registry_host
 from domain.ssh_keys import SSHKeyError, check_key_pair, decode_base64
@@ -40,6 +41,13 @@ def _secret_name(value: str) -> str:
 def _no_space(value: str) -> str:
     if not _NO_SPACE.match(value):
         raise ValueError("must not contain spaces or control characters")
+    return value
+
+
+def _reachable_server(value: str) -> str:
+    why = server_refusal(value)
+    if why:
+        raise ValueError(why)
     return value
 
 
@@ -88,7 +96,12 @@ class SSHParam(RequestModel):
 class ImageParam(RequestModel):
     """Pull credentials for one registry server; `password` is base64."""
 
-    server: Annotated[str, StringConstraints(min_length=1, max_length=2048), AfterValidator(_no_space)]
+    server: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=2048),
+        AfterValidator(_no_space),
+        AfterValidator(_reachable_server),
+    ]
     username: Token
     password: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = Field(
         description="base64 of the registry password"
