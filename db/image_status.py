@@ -90,8 +90,9 @@ async def set_layer_progress(
 async def record_external_progress(
     session: AsyncSession, *, image_id: int, layers: dict[str, tuple[str, int]], now: datetime
 ) -> bool:
-    """Store per-blob (status, percent) reported by an external copier; unknown blobs are added.
-    False (nothing stored) when the image is not Importing."""
+    """Store per-blob (status, percent) reported by an external copier; blobs that are not the
+    image's are ignored (the API refuses them). False (nothing stored) when the image is not
+    Importing."""
     image = await session.get(Image, image_id)
     if image is None or image.status != STATUS_IMPORTING or image.deleting_at is not None:
         return False
@@ -99,19 +100,6 @@ async def record_external_progress(
     for digest, (status, progress) in layers.items():
         layer = known.get(digest)
         if layer is None:
-            session.add(
-                ImageLayer(
-                    image_id=image_id,
-                    digest=digest,
-                    media_type="",
-                    size=0,
-                    bytes_done=0,
-                    progress=progress,
-                    status=status,
-                    upload_url="",
-                    updated_at=now,
-                )
-            )
             continue
         layer.status, layer.progress, layer.updated_at = status, progress, now
         layer.bytes_done = layer.size * progress // 100

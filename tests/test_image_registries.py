@@ -168,3 +168,12 @@ async def test_link_local_and_metadata_urls_are_refused_at_creation(
     put = await api.put(f"{BASE}/{ok.json()['id']}", json={**HUB, "url": "http://169.254.1.1"}, headers=admin)
     assert put.status_code == 400, put.text
     assert [r["url"] for r in (await api.get(BASE, headers=admin)).json()] == ["https://registry-1.docker.io"]
+
+
+async def test_usernames_are_shown_to_admins_only(
+    api: httpx.AsyncClient, admin: dict[str, str], alice: dict[str, str]
+) -> None:
+    assert (await create(api, admin)).status_code == 200
+    assert [r["username"] for r in (await api.get(BASE, headers=admin)).json()] == ["myuser"]
+    listed = (await api.get(BASE, headers=alice)).json()
+    assert [r["username"] for r in listed] == [""] and "myuser" not in str(listed)

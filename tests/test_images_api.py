@@ -362,7 +362,9 @@ async def test_progress_details_and_delete(
     await wait_done(api, alice, image_id)
     tag = f"{regs['internal'].host}/{synced(regs['source'], 'team/app:1')}"
     name = base64.urlsafe_b64encode(tag.encode()).decode().rstrip("=")
-    progress = {"layersDetail": {"sha256:" + "a" * 64: {"status": "downloading", "progress": 45}}}
+    details = (await api.get(f"/api/v1/images/{image_id}/importing-details", headers=bob)).json()
+    blob = next(iter(details["layersDetail"]))
+    progress = {"layersDetail": {blob: {"status": "downloading", "progress": 45}}}
     assert (
         await api.put(f"/api/v1/images:import/{name}/progress", json=progress, headers=bob)
     ).status_code == 403
@@ -370,7 +372,10 @@ async def test_progress_details_and_delete(
     resp = await api.put(f"/api/v1/images:import/{name}/progress", json=progress, headers=alice)
     assert resp.status_code == 409 and "has ended" in resp.json()["errorMessage"], resp.text
     details = (await api.get(f"/api/v1/images/{image_id}/importing-details", headers=bob)).json()
-    assert "sha256:" + "a" * 64 not in details["layersDetail"]
+    assert details["layersDetail"][blob] == {"status": "completed", "progress": 100}
+    foreign = {"layersDetail": {"sha256:" + "a" * 64: {"status": "downloading", "progress": 45}}}
+    resp = await api.put(f"/api/v1/images:import/{name}/progress", json=foreign, headers=alice)
+    assert resp.status_code == 400 and "not a blob of" in resp.json()["errorMessage"], resp.text
     bad = {"layersDetail": {"x": {"status": "downloading", "progress": 101}}}
     assert (
         await api.put(f"/api/v1/images:import/{name}/progress", json=bad, headers=alice)
@@ -527,18 +532,25 @@ async def test_delete_while_importing_cancels_the_workflow(
         image_id = answer["imageId"]
         for _ in range(200):
             details = (await api.get(f"/api/v1/images/{image_id}/importing-details", headers=alice)).json()
-            if any(v["status"] == "downloading" for v in details["layersDetail"].values()):
+            statuses = {v["status"] for v in details["layersDetail"].values()}
+            if "downloading" in statuses and "completed" in statuses:  # the config is small
                 break
             await asyncio.sleep(0.05)
         assert details["status"] == "importing"
         # An external copier's report is recorded by the running import workflow.
         tag = f"{regs['internal'].host}/{synced(throttle, 'slow/data:1')}"
         name = base64.urlsafe_b64encode(tag.encode()).decode().rstrip("=")
-        progress = {"layersDetail": {"sha256:" + "b" * 64: {"status": "downloading", "progress": 45}}}
+        foreign = {"layersDetail": {"sha256:" + "b" * 64: {"status": "downloading", "progress": 45}}}
+        resp = await api.put(f"/api/v1/images:import/{name}/progress", json=foreign, headers=alice)
+        assert resp.status_code == 400 and "not a blob of" in resp.json()["errorMessage"], resp.text
+        # a blob of the image (one already copied, so the copy does not overwrite the report)
+        done = next(d for d, v in details["layersDetail"].items() if v["status"] == "completed")
+        progress = {"layersDetail": {done: {"status": "downloading", "progress": 45}}}
         resp = await api.put(f"/api/v1/images:import/{name}/progress", json=progress, headers=alice)
         assert resp.status_code == 200, resp.text
         details = (await api.get(f"/api/v1/images/{image_id}/importing-details", headers=alice)).json()
-        assert details["layersDetail"]["sha256:" + "b" * 64] == {"status": "downloading", "progress": 45}
+        assert details["layersDetail"][done] == {"status": "downloading", "progress": 45}
+        assert "sha256:" + "b" * 64 not in details["layersDetail"]
         assert (await api.delete(f"/api/v1/images/{image_id}", headers=alice)).status_code == 200
         handle = platform.state.temporal.get_workflow_handle(f"image-import/{image_id}")
         with pytest.raises(WorkflowFailureError):

@@ -357,6 +357,11 @@ async def update_import_progress(
         raise Forbidden("only the image's creator or an administrator may report its progress")
     if await db.get_import_job(session, image_id=image.id) is None:
         raise NotFound("ImageImportJob", image.id)
+    known = {layer.digest for layer in await db.layers_of(session, image_id=image.id)}
+    foreign = sorted(set(body.layers_detail) - known)
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise Invalid(f"layersDetail: {foreign[0]}{more} is not a blob of image {tag}")
     await session.commit()  # no transaction stays open across the Temporal call
     report = ExternalProgress(
         image_id=image.id,

@@ -20,13 +20,13 @@ router = APIRouter(tags=["image registries"], responses=ERROR_RESPONSES)
 RegistryId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Registry id")]
 
 
-def registry_view(registry: ImageRegistry) -> RegistryView:
-    """The API view of a registry (no password)."""
+def registry_view(registry: ImageRegistry, *, show_username: bool = True) -> RegistryView:
+    """The API view of a registry (no password; the username only for administrators)."""
     return RegistryView(
         id=registry.id,
         name=registry.name,
         url=registry.url,
-        username=registry.username,
+        username=registry.username if show_username else "",
         default=registry.is_default,
         insecure=registry.insecure,
         created_at=unix_seconds(registry.created_at),
@@ -79,14 +79,14 @@ async def create_image_registry(
 
 @router.get("/image-registries", response_model=list[RegistryView], summary="List image registries")
 async def list_image_registries(
-    _: CurrentUser,
+    caller: CurrentUser,
     session: Session,
     page_num: Annotated[int, Query(alias="pageNum", ge=1, le=1_000_000, description="Page, from 1")] = 1,
     page_size: Annotated[int, Query(alias="pageSize", ge=1, le=1000, description="Page size")] = 10,
 ) -> list[RegistryView]:
-    """A bare array, newest first."""
+    """A bare array, newest first; `username` is "" for callers who are not administrators."""
     rows = await db.list_registries(session, limit=page_size, offset=(page_num - 1) * page_size)
-    return [registry_view(r) for r in rows]
+    return [registry_view(r, show_username=caller.is_admin) for r in rows]
 
 
 async def _registry(session: Session, registry_id: int) -> ImageRegistry:

@@ -95,9 +95,9 @@ class LayerProgress(RequestModel):
 class ImportProgressRequest(RequestModel):
     """Progress from an external copier: blob digest -> status and percent."""
 
-    layers_detail: dict[Annotated[str, StringConstraints(max_length=80)], LayerProgress] = Field(
-        max_length=1000
-    )
+    layers_detail: dict[
+        Annotated[str, StringConstraints(max_length=80, pattern=r"^sha256:[a-f0-9]{64}$")], LayerProgress
+    ] = Field(max_length=1000, description="Blob digest of the image -> status and percent")
 
 
 class HarborComponent(BaseModel):
