@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -21,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
+
+import bcrypt
 
 from primus_safe.settings import Settings
 from workflows.common import SEARCH_ATTRIBUTE_NAMES
@@ -233,12 +236,30 @@ storage:
 http:
   addr: {ip}:{port}
   secret: {secret}
+auth:
+  htpasswd:
+    realm: primus-safe
+    path: {htpasswd}
 """
+
+REGISTRY_USERNAME = "primus-safe"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to `path`, readable by this user only (0600, also when it existed)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)
 
 
 @dataclass
 class EmbeddedRegistry:
-    """`docker-registry` on loopback, storing under `<data_dir>/registry`: the internal registry."""
+    """`docker-registry` on loopback, storing under `<data_dir>/registry`: the internal registry.
+
+    Only the platform may use it: its login (generated once, kept in `registry/credentials`)
+    is checked against `registry/htpasswd` (bcrypt, as docker-registry requires); both 0600.
+    """
 
     data_dir: Path
     port: int
@@ -260,17 +281,48 @@ class EmbeddedRegistry:
     def host(self) -> str:
         return f"{self.ip}:{self.port}"
 
+    @property
+    def credentials_path(self) -> Path:
+        return self.root / "credentials"
+
+    @property
+    def htpasswd_path(self) -> Path:
+        return self.root / "htpasswd"
+
+    def credentials(self) -> tuple[str, str]:
+        """(username, password) of the platform's login, generated on first use and kept."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.credentials_path.exists():
+            _write_private(self.credentials_path, f"{REGISTRY_USERNAME}:{secrets.token_urlsafe(32)}\n")
+        username, _, password = self.credentials_path.read_text().strip().partition(":")
+        if not username or not password:
+            raise EmbeddedServiceError(f"{self.credentials_path} must hold one line username:password")
+        return username, password
+
+    def _write_htpasswd(self) -> None:
+        """The bcrypt entry of the login, rewritten when missing or not matching it."""
+        username, password = self.credentials()
+        if self.htpasswd_path.exists():
+            name, _, hashed = self.htpasswd_path.read_text().strip().partition(":")
+            if name == username and hashed and bcrypt.checkpw(password.encode(), hashed.encode()):
+                return
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
+        _write_private(self.htpasswd_path, f"{username}:{hashed}\n")
+
     def _write_config(self) -> None:
         (self.root / "storage").mkdir(parents=True, exist_ok=True)
         secret_file = self.root / "http-secret"
         if not secret_file.exists():
-            fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(os.urandom(24).hex())
+            _write_private(secret_file, os.urandom(24).hex())
+        self._write_htpasswd()
         config = _REGISTRY_CONFIG.format(
-            storage=self.root / "storage", ip=self.ip, port=self.port, secret=secret_file.read_text().strip()
+            storage=self.root / "storage",
+            ip=self.ip,
+            port=self.port,
+            secret=secret_file.read_text().strip(),
+            htpasswd=self.htpasswd_path,
         )
-        (self.root / "config.yml").write_text(config)
+        _write_private(self.root / "config.yml", config)
 
     async def start(self) -> None:
         ensure_port_free(self.ip, self.port, "the registry")
@@ -288,8 +340,8 @@ class EmbeddedRegistry:
 def internal_registry_services(settings: Settings, port: int) -> list[EmbeddedService]:
     """The embedded internal registry when none is configured and docker-registry is installed.
 
-    Points `settings` at it (plain HTTP on loopback). Import sources on loopback are not opened
-    to everyone: only registered image registries and this one.
+    Points `settings` at it (plain HTTP on loopback, with its generated login). Import sources
+    on loopback are not opened to everyone: only registered image registries and this one.
     """
     if settings.images_internal_registry:
         return []
@@ -304,6 +356,7 @@ def internal_registry_services(settings: Settings, port: int) -> list[EmbeddedSe
     registry = EmbeddedRegistry(data_dir=settings.data_dir, port=port, binary=binary)
     settings.images_internal_registry = registry.host
     settings.images_internal_insecure = True
+    settings.images_internal_username, settings.images_internal_password = registry.credentials()
     return [registry]
 
 
