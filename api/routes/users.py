@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.exc import IntegrityError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
+from api import login_body
 from api.deps import (
     TOKEN_COOKIE,
     Caller,
@@ -158,10 +159,18 @@ async def create_user(
 
 
 @router.post(
-    "/login", response_model=LoginResponse, summary="Log in; sets the Token cookie too", responses=LIMITED
+    "/login",
+    response_model=LoginResponse,
+    summary="Log in (JSON or form body); sets the Token, userId and userType cookies too",
+    responses=LIMITED,
+    openapi_extra=login_body.OPENAPI_BODY,
 )
 async def login(
-    body: LoginRequest, request: Request, session: Session, state: State, response: Response
+    body: Annotated[LoginRequest, Depends(login_body.login_body)],
+    request: Request,
+    session: Session,
+    state: State,
+    response: Response,
 ) -> LoginResponse:
     """Password login. Frozen users are refused. An unknown name costs the same argon2
     verification as a wrong password; too many failures are refused (429, `api/login_limits.py`)."""
@@ -188,6 +197,7 @@ async def login(
     secure = state.settings.cookie_secure
     response.set_cookie(TOKEN_COOKIE, token, max_age=lifetime, httponly=True, samesite="lax", secure=secure)
     response.set_cookie("userId", user.id, max_age=lifetime, httponly=True, samesite="lax", secure=secure)
+    response.set_cookie("userType", user.type, max_age=lifetime, httponly=True, samesite="lax", secure=secure)
     view = await user_view(session, user)
     return LoginResponse(**view.model_dump(), token=token, expire=unix_seconds(expires))
 
@@ -208,6 +218,7 @@ async def logout(
             await session.commit()
     response.delete_cookie(TOKEN_COOKIE)
     response.delete_cookie("userId")
+    response.delete_cookie("userType")
 
 
 @router.get("/users", response_model=ListResponse[UserView])
