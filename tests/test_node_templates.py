@@ -85,5 +85,12 @@ async def test_addon_catalogue_endpoint(api: httpx.AsyncClient, alice: dict[str,
     assert names == sorted(names) and set(ADDONS) <= set(names)
     amdgpu = next(a for a in body["items"] if a["name"] == "load-amdgpu-module")
     assert amdgpu["gpuChip"] == "amd" and amdgpu["description"]
-    assert set(amdgpu) == {"name", "description", "gpuChip"}
+    # the fields upstream's console reads (console-calls.md)
+    assert amdgpu["addonTemplateId"] == "load-amdgpu-module" and amdgpu["type"] == "script"
+    assert amdgpu["category"] == "gpu" and len(amdgpu["version"]) == 12 and amdgpu["creationTime"]
+    assert next(a for a in body["items"] if not a["gpuChip"])["category"] == "system"
+    helm = await api.get("/api/v1/addontemplates?type=helm", headers=alice)
+    assert helm.json() == {"totalCount": 0, "items": []}
+    scripts = await api.get("/api/v1/addontemplates?type=helm,script", headers=alice)
+    assert scripts.json()["totalCount"] == len(names)
     assert (await api.get("/api/v1/addontemplates")).status_code == 401

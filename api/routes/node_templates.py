@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import hashlib
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 from sqlalchemy.exc import IntegrityError
 
 from api.deps import Admin, CurrentUser, Paging, Session
@@ -16,9 +23,9 @@ from api.schemas.node_templates import (
 )
 from db import node_templates as db
 from db.node_templates import NodeTemplate
-from domain.addon_catalogue import catalogue
+from domain.addon_catalogue import PACKAGE, Addon, catalogue
 from domain.errors import Conflict, InUse, NotFound
-from domain.timefmt import utcnow
+from domain.timefmt import format_time, utcnow
 
 router = APIRouter(tags=["node templates"], responses=ERROR_RESPONSES)
 
@@ -97,13 +104,40 @@ async def delete_node_template(TemplateId: str, _: Admin, session: Session) -> N
     await session.commit()
 
 
+ADDON_TYPE = "script"
+"""Every shipped addon is a bash script (upstream's catalogue also has `helm` charts)."""
+
+
+def addon_view(addon: Addon) -> AddonTemplateView:
+    return AddonTemplateView(
+        addon_template_id=addon.name,
+        name=addon.name,
+        description=addon.description,
+        gpu_chip=addon.gpu_chip,
+        type=ADDON_TYPE,
+        version=hashlib.sha256(addon.script.encode()).hexdigest()[:12],
+        category="gpu" if addon.gpu_chip else "system",
+        creation_time=_shipped_at(),
+    )
+
+
+@cache
+def _shipped_at() -> str:
+    """When the catalogue was installed (the package directory's time): the addons' creation time."""
+    folder = resources.files(PACKAGE)
+    return format_time(datetime.fromtimestamp(Path(str(folder)).stat().st_mtime, UTC))
+
+
 @router.get(
     "/addontemplates", response_model=ListResponse[AddonTemplateView], summary="List the addon catalogue"
 )
-async def list_addon_templates(_: CurrentUser) -> ListResponse[AddonTemplateView]:
-    """Every addon a node template may name, sorted by name."""
-    items = [
-        AddonTemplateView(name=a.name, description=a.description, gpu_chip=a.gpu_chip)
-        for a in catalogue().values()
-    ]
+async def list_addon_templates(
+    _: CurrentUser,
+    addon_type: Annotated[
+        str | None, Query(alias="type", max_length=64, description="Comma list of types (script)")
+    ] = None,
+) -> ListResponse[AddonTemplateView]:
+    """Every addon a node template may name, sorted by name; `type` keeps those of the types given."""
+    types = {t.strip() for t in (addon_type or "").split(",") if t.strip()}
+    items = [addon_view(a) for a in catalogue().values() if not types or ADDON_TYPE in types]
     return ListResponse[AddonTemplateView](total_count=len(items), items=items)

@@ -62,8 +62,15 @@ class NodeTemplateView(ResponseModel):
 
 
 class AddonTemplateView(ResponseModel):
-    """An addon from the shipped catalogue; gpuChip is "" when it applies to any node."""
+    """An addon from the shipped catalogue; gpuChip is "" when it applies to any node. The fields
+    upstream's console reads are there too: `addonTemplateId` (the name), `type` (every shipped
+    addon is a `script`), `version` (of the script's text), `category` (`gpu` or `system`)."""
 
+    addon_template_id: str
     name: str
     description: str
     gpu_chip: str
+    type: str
+    version: str
+    category: str
+    creation_time: str
