@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from api.body_limit import BodySizeLimit
+from api.console import ConsoleApiAlias, console_app
 from api.errors import install_error_handlers
 from api.login_limits import LoginLimits
 from api.routes import ROUTERS, custom_router
@@ -60,6 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from api.routes.system import router as system_router
 
     app.include_router(system_router)
+    if settings.console_dir is not None:  # last: the API's routes win over the console's files
+        app.mount("/", console_app(settings.console_dir), name="console")
+        app.add_middleware(ConsoleApiAlias)
     _describe_errors_as_served(app)
     return app
 

@@ -80,6 +80,17 @@ def ensure_data_dir(settings: Settings) -> None:
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
+CONSOLE_OPTION_HELP = (
+    "Serve a web console build (upstream's) from DIR at /, its /api/<path> calls answered as /api/v1/<path>."
+)
+
+
+def require_console(settings: Settings) -> None:
+    """Refuse a --console directory that is not a console build (no index.html)."""
+    if settings.console_dir is not None and not (settings.console_dir / "index.html").is_file():
+        fail(f"--console {settings.console_dir}: no index.html there (build the console first)")
+
+
 def require_secret_key(settings: Settings) -> None:
     """Refuse to start without a usable PRIMUS_SECRET_KEY (dev mode generates one)."""
     try:
@@ -149,6 +160,8 @@ def print_urls(settings: Settings, ports: EmbeddedPorts, services: list[Embedded
     """Where everything is, one line each (lines are never wrapped, so URLs stay whole in logs)."""
     base = f"http://127.0.0.1:{ports.api}"
     rows = {"API": f"{base}/api/v1", "OpenAPI docs": f"{base}/docs"}
+    if settings.console_dir is not None:
+        rows["Web console"] = f"{base}/"
     for service in services:
         rows.update(service.urls())
     rows["Data"] = str(settings.data_dir)
@@ -229,6 +242,7 @@ def up(
         help="Register this machine as node `local` with a hosts cluster and a default workspace "
         "(default: PRIMUS_LOCAL_NODE, true).",
     ),
+    console_dir: Path | None = typer.Option(None, "--console", metavar="DIR", help=CONSOLE_OPTION_HELP),
 ) -> None:
     """Run everything in one process tree: Temporal dev server, migrations, worker and API."""
     settings = load_settings(
@@ -238,7 +252,9 @@ def up(
         temporal_address=f"127.0.0.1:{temporal_port}",
         api_host="127.0.0.1",
         api_port=api_port,
+        console_dir=console_dir.resolve() if console_dir else None,
     )
+    require_console(settings)
     ensure_data_dir(settings)
     require_secret_key(settings)
     run_migrations(settings)
@@ -286,9 +302,13 @@ def api(
     host: str | None = typer.Option(None, "--host", help="Bind address (default PRIMUS_API_HOST)."),
     port: int | None = typer.Option(None, "--port", help="Port (default PRIMUS_API_PORT)."),
     run_migrate: bool = typer.Option(True, "--migrate/--no-migrate", help="Upgrade the schema first."),
+    console_dir: Path | None = typer.Option(None, "--console", metavar="DIR", help=CONSOLE_OPTION_HELP),
 ) -> None:
     """Serve the REST API against an external Temporal and database."""
-    settings = load_settings(api_host=host, api_port=port)
+    settings = load_settings(
+        api_host=host, api_port=port, console_dir=console_dir.resolve() if console_dir else None
+    )
+    require_console(settings)
     require_secret_key(settings)
     ensure_data_dir(settings)
     if run_migrate:

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8088
+    console_dir: Path | None = None
+    """A web console build (upstream's) served at `/`, its `/api/<path>` calls answered as
+    `/api/v1/<path>` (`--console DIR`)."""
+    authoring_image: str = "docker.io/library/ubuntu:22.04"
+    """The default image of Authoring workloads, shown to the console (`GET /envs`)."""
 
     dev_mode: bool = False
     """Embedded development mode (`primus-safe up`): allows generated secrets."""

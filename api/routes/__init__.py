@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from api.routes.aliases import custom_router
 from api.routes.clusters import router as clusters_router
+from api.routes.envs import router as envs_router
 from api.routes.faults import router as faults_router
 from api.routes.image_import import router as image_import_router
 from api.routes.image_registries import router as image_registries_router
@@ -37,6 +38,7 @@ ROUTERS: list[APIRouter] = [
     workloads_router,
     faults_router,
     ops_jobs_router,
+    envs_router,
 ]
 
 __all__ = ["ROUTERS", "custom_router"]
