@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-SecretType = Literal["ssh", "image"]
+SecretType = Literal["ssh", "image", "general"]
+"""`general` (upstream's console has it): free key/value params, encrypted like the others."""
 SECRET_TYPES: tuple[str, ...] = get_args(SecretType)
 
 

@@ -15,6 +15,8 @@ from sqlalchemy import select, text, update
 
 from db.secrets import (
     Secret,
+    decrypt_params,
+    get_secret,
     image_credentials,
     load_image_credentials,
     load_ssh_credentials,
@@ -406,3 +408,37 @@ async def test_image_secret_servers_on_link_local_or_metadata_are_refused(
     resp = await api.patch(f"{URL}/regs", json=bad, headers=admin)
     assert resp.status_code == 400 and "link-local" in resp.json()["errorMessage"], resp.text
     assert [s["secretId"] for s in (await api.get(URL, headers=admin)).json()["items"]] == ["regs"]
+
+
+async def test_general_secrets_keep_free_pairs_encrypted_and_never_show_values(
+    api: httpx.AsyncClient, platform: Platform, admin: dict[str, str]
+) -> None:
+    body = {
+        "name": "tokens",
+        "type": "general",
+        "params": [{"API_TOKEN": "tok-s3cret-value", "region": "eu-1"}, {"other.key": "v2-s3cret"}],
+    }
+    assert (await create(api, admin, body)) == "tokens"
+    got = (await api.get("/api/v1/secrets/tokens", headers=admin)).json()
+    assert got["type"] == "general"
+    assert got["params"] == [{"API_TOKEN": "", "region": ""}, {"other.key": ""}]
+    listed = (await api.get("/api/v1/secrets?type=ssh,general", headers=admin)).json()
+    assert [s["secretId"] for s in listed["items"]] == ["tokens"]
+    async with platform.state.sessions() as session:
+        raw = " ".join(
+            str(v) for row in (await session.execute(text("SELECT * FROM secrets"))).all() for v in row
+        )
+        stored = decrypt_params(platform.state.box, await get_secret(session, secret_id="tokens"))
+    assert "s3cret" not in raw and "eu-1" not in raw
+    assert stored == body["params"]
+    patched = await api.patch("/api/v1/secrets/tokens", json={"params": [{"k": "new"}]}, headers=admin)
+    assert patched.status_code == 200, patched.text
+    assert (await api.get("/api/v1/secrets/tokens", headers=admin)).json()["params"] == [{"k": ""}]
+    for params in ([{}], [{"k": 1}], [{"bad key": "v"}], [{"k": {"nested": "v"}}], ["k=v"]):
+        resp = await api.post(
+            "/api/v1/secrets", json={"name": "bad", "type": "general", "params": params}, headers=admin
+        )
+        assert resp.status_code == 400, (params, resp.text)
+    async with platform.state.sessions() as session:
+        with pytest.raises(Invalid, match="not ssh"):  # never usable as a node login
+            await ssh_credentials(session, platform.state.box, secret_id="tokens")

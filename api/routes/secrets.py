@@ -39,9 +39,11 @@ def stored_type(secret: Secret) -> SecretType:
 def secret_view(box: SecretBox, secret: Secret) -> SecretView:
     """The API view: passwords and private keys are returned as ""."""
     stored = db.decrypt_params(box, secret)
-    params: list[SSHParamView | ImageParamView]
+    params: list[SSHParamView | ImageParamView | dict[str, str]]
     if secret.type == "ssh":
         params = [SSHParamView(username=p["username"], public_key=p.get("publicKey", "")) for p in stored]
+    elif secret.type == "general":
+        params = [dict.fromkeys(p, "") for p in stored]
     else:
         params = [ImageParamView(server=p["server"], username=p["username"]) for p in stored]
     return SecretView(
@@ -107,14 +109,14 @@ async def list_secrets(
     state: State,
     page: Paging,
     secret_type: Annotated[
-        str | None, Query(alias="type", max_length=64, description="Comma list of ssh,image")
+        str | None, Query(alias="type", max_length=64, description="Comma list of ssh,image,general")
     ] = None,
 ) -> ListResponse[SecretView]:
     """Secrets sorted by id, optionally of some types only."""
     types = sorted({t.strip() for t in (secret_type or "").split(",") if t.strip()})
     unknown = [t for t in types if t not in SECRET_TYPES]
     if unknown:
-        raise Invalid(f"type: unknown secret type {', '.join(unknown)}; use ssh or image")
+        raise Invalid(f"type: unknown secret type {', '.join(unknown)}; use ssh, image or general")
     total, secrets = await db.list_secrets(session, types=types, limit=page.limit, offset=page.offset)
     return ListResponse[SecretView](total_count=total, items=[secret_view(state.box, s) for s in secrets])
 

@@ -1,4 +1,4 @@
-"""Secrets: ssh login credentials and image registry credentials.
+"""Secrets: ssh login credentials, image registry credentials and general key/value secrets.
 
 `params` arrive as plain objects and are validated against the secret's type (the type is in
 the body on create, but only in the stored secret on update), so both paths use `parse_params`.
@@ -13,6 +13,7 @@ from pydantic import (
     AfterValidator,
     ConfigDict,
     Field,
+    RootModel,
     StringConstraints,
     TypeAdapter,
     ValidationError,
@@ -118,7 +119,21 @@ class ImageParam(RequestModel):
         return self
 
 
+GeneralKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+]
+GeneralValue = Annotated[str, StringConstraints(max_length=16384)]
+
+
+class GeneralParam(RootModel[dict[GeneralKey, GeneralValue]]):
+    """One entry of a general secret: free key/value pairs (keys like environment variable or
+    file names), at least one, at most 64."""
+
+    root: Annotated[dict[GeneralKey, GeneralValue], Field(min_length=1, max_length=MAX_PARAMS)]
+
+
 _SSH_PARAMS = TypeAdapter(list[SSHParam])
+_GENERAL_PARAMS = TypeAdapter(list[GeneralParam])
 _IMAGE_PARAMS = TypeAdapter(list[ImageParam])
 
 
@@ -133,9 +148,13 @@ def _describe(exc: ValidationError) -> str:
     return describe_validation_errors(errors)
 
 
-def parse_params(secret_type: SecretType, raw: list[dict[str, Any]]) -> list[SSHParam] | list[ImageParam]:
+def parse_params(
+    secret_type: SecretType, raw: list[dict[str, Any]]
+) -> list[SSHParam] | list[ImageParam] | list[GeneralParam]:
     """Validate `params` for a secret of `secret_type`; Invalid naming the offending entry."""
     try:
+        if secret_type == "general":
+            return _GENERAL_PARAMS.validate_python(raw, strict=True)
         if secret_type == "ssh":
             if len(raw) != 1:
                 raise Invalid("params: an ssh secret takes exactly one entry")
@@ -159,7 +178,8 @@ class CreateSecretRequest(RequestModel):
     type: SecretType
     params: ParamList = Field(
         description="ssh: exactly one {username, password?, privateKey?, publicKey?}; "
-        "image: one or more {server, username, password} with unique servers",
+        "image: one or more {server, username, password} with unique servers; "
+        "general: one or more objects of free key/value strings",
         examples=[[{"username": "root", "password": "MyPassword123!"}]],
     )
     bind_all_workspaces: bool = Field(default=False, description="image secrets only")
@@ -200,11 +220,11 @@ class ImageParamView(ResponseModel):
 
 
 class SecretView(ResponseModel):
-    """A secret as the API shows it."""
+    """A secret as the API shows it (general params: their keys, each value as "")."""
 
     secret_id: str
     secret_name: str
     type: SecretType
-    params: list[SSHParamView | ImageParamView]
+    params: list[SSHParamView | ImageParamView | dict[str, str]]
     creation_time: str = Field(examples=["2025-01-10T10:00:00"])
     bind_all_workspaces: bool
