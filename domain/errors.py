@@ -107,6 +107,21 @@ class Busy(Conflict):
     code = "Primus.00010"
 
 
+class LimitReached(PrimusError):
+    """The caller already uses as many of something as allowed at once (429, `Primus.00012`)."""
+
+    code = "Primus.00012"
+    status = 429
+    prefix = ""
+
+
+class Unavailable(PrimusError):
+    """This process cannot serve the request now (503)."""
+
+    status = 503
+    prefix = ""
+
+
 _KIND_CODES = {
     "Workload": "Primus.01001",
     "ResourceTemplate": "Primus.01002",
