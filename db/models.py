@@ -15,6 +15,7 @@ from db.public_keys import PublicKey
 from db.scheduling import QueueEntry
 from db.secrets import Secret
 from db.users import User, UserToken
+from db.webshell_sessions import WebShellSession
 from db.workloads import Workload, WorkloadDependency
 from db.workspaces import Workspace, WorkspaceImageSecret, WorkspaceManager
 
@@ -39,6 +40,7 @@ __all__ = [
     "Secret",
     "User",
     "UserToken",
+    "WebShellSession",
     "Workload",
     "WorkloadDependency",
     "Workspace",
