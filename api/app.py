@@ -13,7 +13,7 @@ from api.console import ConsoleApiAlias, console_app
 from api.errors import install_error_handlers
 from api.login_limits import LoginLimits
 from api.routes import ROUTERS, custom_router
-from api.state import AppState
+from api.state import AppState, TerminalFactory
 from db.encryption import SecretBox
 from db.session import create_engine, session_factory
 from primus_safe.settings import Settings, get_settings
@@ -24,8 +24,11 @@ CUSTOM_PREFIX = "/api/custom"
 MAX_BODY_BYTES = 2 * 1024 * 1024
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app. Migrations are not run here (the CLI runs them before serving)."""
+def create_app(settings: Settings | None = None, *, terminals: TerminalFactory | None = None) -> FastAPI:
+    """Build the app. Migrations are not run here (the CLI runs them before serving).
+
+    `terminals` opens the web shell's terminals (injected by the composition root: the API never
+    imports a driver); without it the web shell answers 503."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -34,13 +37,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings.sqlalchemy_url)
         try:
             temporal = await connect(settings)
+            sessions = session_factory(engine)
             app.state.primus = AppState(
                 settings=settings,
                 engine=engine,
-                sessions=session_factory(engine),
+                sessions=sessions,
                 temporal=temporal,
                 box=box,
                 login_limits=LoginLimits.from_settings(settings),
+                terminals=terminals(settings, sessions, box) if terminals is not None else None,
             )
             yield
         finally:

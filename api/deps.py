@@ -10,6 +10,7 @@ from fastapi import Depends, Query, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import HTTPConnection
 
 from api.security import token_hash
 from api.state import AppState
@@ -69,7 +70,25 @@ async def authenticate(
     cookie: Annotated[str | None, Depends(_cookie)],
 ) -> Caller:
     """Resolve the caller from the token; frozen users are refused everywhere."""
-    token = request_token(bearer, cookie)
+    return await caller_for_token(session, request_token(bearer, cookie))
+
+
+def connection_token(connection: HTTPConnection, query_name: str | None = None) -> str | None:
+    """The token of a connection without FastAPI's security dependencies (the web shell's
+    WebSocket): `Authorization: Bearer`, then the `Token` cookie, then the `query_name` parameter."""
+    scheme, _, credentials = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    cookie = connection.cookies.get(TOKEN_COOKIE)
+    if cookie:
+        return cookie
+    if query_name is None:
+        return None
+    return connection.query_params.get(query_name) or None
+
+
+async def caller_for_token(session: AsyncSession, token: str | None) -> Caller:
+    """The caller a token stands for; Unauthenticated (or Forbidden for frozen users) otherwise."""
     if token is None:
         raise Unauthenticated("token not present")
     hashed = token_hash(token)

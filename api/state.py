@@ -1,8 +1,9 @@
 """What the API process holds for its whole life: settings, database, Temporal client, secret box,
-failed-login counters."""
+failed-login counters and the web shell's terminal opener."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -11,7 +12,12 @@ from temporalio.client import Client
 from api.login_limits import LoginLimits
 from db.encryption import SecretBox
 from db.session import SessionFactory
+from domain.webshell import TerminalOpener
 from primus_safe.settings import Settings
+
+TerminalFactory = Callable[[Settings, SessionFactory, SecretBox], TerminalOpener]
+"""Builds the web shell's terminal opener once the database and secret box exist (the
+composition root passes `primus_safe.webshell.DriverTerminals`; without one the web shell is 503)."""
 
 
 @dataclass
@@ -24,3 +30,4 @@ class AppState:
     temporal: Client
     box: SecretBox
     login_limits: LoginLimits
+    terminals: TerminalOpener | None = None

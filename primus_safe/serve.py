@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from api.app import create_app
 from db.session import SessionFactory, create_engine, session_factory
 from primus_safe.settings import Settings
 from primus_safe.temporal import connect
+from primus_safe.webshell import DriverTerminals
 from primus_safe.worker import run_workers
 
 log = logging.getLogger(__name__)
@@ -42,10 +44,41 @@ class ApiServer(uvicorn.Server):
         return port
 
 
+_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s\"]*", re.IGNORECASE)
+
+
+class RedactQueryTokens(logging.Filter):
+    """Masks `token=` query parameters (the web shell's) in uvicorn's request lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _TOKEN_IN_QUERY.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args
+            )
+        if isinstance(record.msg, str):
+            record.msg = _TOKEN_IN_QUERY.sub(r"\1***", record.msg)
+        return True
+
+
+def _redact_tokens() -> None:
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactQueryTokens) for f in logger.filters):
+            logger.addFilter(RedactQueryTokens())
+
+
 def api_server(settings: Settings, host: str, port: int) -> ApiServer:
-    """The API served by uvicorn; logs go through the root logger the CLI configures."""
+    """The API served by uvicorn (WebSockets included, for the web shell); logs go through the
+    root logger the CLI configures, without tokens sent as query parameters."""
+    _redact_tokens()
     config = uvicorn.Config(
-        create_app(settings), host=host, port=port, log_config=None, lifespan="on", server_header=False
+        create_app(settings, terminals=DriverTerminals),
+        host=host,
+        port=port,
+        log_config=None,
+        lifespan="on",
+        server_header=False,
+        ws="websockets-sansio",  # the web shell; fails at start-up if `websockets` is missing
     )
     return ApiServer(config)
 

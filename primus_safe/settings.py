@@ -129,6 +129,10 @@ class Settings(BaseSettings):
     workload_max_watches: int = 2000
     """Pod watches (one per running workload) one worker runs at once."""
     node_probe_concurrency: int = 50
+    webshell_max_sessions_per_user: int = Field(default=10, ge=1)
+    """Web shell sessions one user may have open at once (the next one is refused with 429)."""
+    webshell_idle_seconds: float = Field(default=1800.0, gt=0)
+    """A web shell session without input from its client for this long is closed."""
     log_retention_days: int = Field(default=30, ge=1)
     """Operation log lines older than this are deleted by the `system/log-retention` schedule."""
     log_retention_interval_seconds: int = Field(default=86400, ge=60)

@@ -19,6 +19,7 @@ from api.routes.public_keys import router as public_keys_router
 from api.routes.registry_stats import router as registry_stats_router
 from api.routes.secrets import router as secrets_router
 from api.routes.users import router as users_router
+from api.routes.webshell import router as webshell_router
 from api.routes.workloads import router as workloads_router
 from api.routes.workspaces import router as workspaces_router
 
@@ -39,6 +40,7 @@ ROUTERS: list[APIRouter] = [
     faults_router,
     ops_jobs_router,
     envs_router,
+    webshell_router,
 ]
 
 __all__ = ["ROUTERS", "custom_router"]
