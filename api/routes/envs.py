@@ -7,9 +7,9 @@ from pydantic import Field
 from starlette.routing import Route
 
 from api.deps import State
-from api.schemas.common import ResponseModel
+from api.schemas.common import ERROR_RESPONSES, ResponseModel
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], responses=ERROR_RESPONSES)
 
 LOG_SEARCH_PATH = "/api/v1/workloads/{WorkloadId}/logs"
 WEBSHELL_SUFFIX = "/webshell"
