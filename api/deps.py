@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator, WithJsonSchema
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
@@ -20,6 +21,12 @@ from domain.timefmt import utcnow
 from domain.users import RESTRICTED_FROZEN, ROLE_SYSTEM_ADMIN
 
 TOKEN_COOKIE = "Token"
+LIMIT_MAX = 10000
+"""The largest page of every `limit`-paged list."""
+OFFSET_MAX = 2**31 - 1
+"""The largest `offset`: every database's integer takes it."""
+SINCE_SECONDS_MAX = 10 * 365 * 86400
+"""The longest `sinceSeconds` of the log routes (ten years; far more cannot be subtracted from now)."""
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>` from POST /api/v1/login")
 _cookie = APIKeyCookie(name=TOKEN_COOKIE, auto_error=False, description="The `Token` cookie set by login")
@@ -138,8 +145,8 @@ def page_params(default_limit: int) -> object:
     """A dependency reading `limit` (1..1000, default `default_limit`) and `offset` (>= 0)."""
 
     def _page(
-        limit: Annotated[int, Query(ge=1, le=10000, description="Page size")] = default_limit,
-        offset: Annotated[int, Query(ge=0, le=2**31 - 1, description="Items to skip")] = 0,
+        limit: Annotated[int, Query(ge=1, le=LIMIT_MAX, description="Page size")] = default_limit,
+        offset: Annotated[int, Query(ge=0, le=OFFSET_MAX, description="Items to skip")] = 0,
     ) -> Page:
         return Page(limit=limit, offset=offset)
 
@@ -147,3 +154,19 @@ def page_params(default_limit: int) -> object:
 
 
 Paging = Annotated[Page, Depends(page_params(100))]
+
+
+def _limit_or_all(value: int) -> int:
+    if value != -1 and not 1 <= value <= LIMIT_MAX:
+        raise ValueError(f"must be -1 (all) or between 1 and {LIMIT_MAX}")
+    return value
+
+
+LimitOrAll = Annotated[
+    int,
+    AfterValidator(_limit_or_all),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer", "const": -1}, {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX}]}
+    ),
+]
+"""A page size where the contract documents `-1` as "all" (the node list only)."""

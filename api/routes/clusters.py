@@ -19,7 +19,7 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
 )
 
-from api.deps import Admin, CurrentUser, Paging, Session, State
+from api.deps import SINCE_SECONDS_MAX, Admin, CurrentUser, Paging, Session, State
 from api.routes.aliases import custom_router
 from api.schemas.clusters import (
     ClusterDetail,
@@ -421,7 +421,7 @@ async def get_cluster_logs(
     _: Admin,
     session: Session,
     tail_lines: Annotated[int, Query(alias="tailLines", ge=1, le=100000)] = 1000,
-    since_seconds: Annotated[int | None, Query(alias="sinceSeconds", ge=1)] = None,
+    since_seconds: Annotated[int | None, Query(alias="sinceSeconds", ge=1, le=SINCE_SECONDS_MAX)] = None,
 ) -> ClusterLogs:
     """What creating, changing and tearing down the cluster printed (provisioner output included)."""
     cluster = await _get(session, ClusterId)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy.exc import IntegrityError, OperationalError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
-from api.deps import Admin, Caller, CurrentUser, Session, State
+from api.deps import OFFSET_MAX, SINCE_SECONDS_MAX, Admin, Caller, CurrentUser, LimitOrAll, Session, State
 from api.schemas.common import ERROR_RESPONSES, ListResponse
 from api.schemas.nodes import (
     CreateNodeRequest,
@@ -323,8 +323,8 @@ async def list_nodes(
     phase: Annotated[str | None, Query(max_length=256, description="Comma-separated phases")] = None,
     is_addons_installed: Annotated[bool | None, Query(alias="isAddonsInstalled")] = None,
     brief: bool = False,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=-1, le=10000, description="-1 = all")] = DEFAULT_LIMIT,
+    offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0,
+    limit: Annotated[LimitOrAll, Query(description="Page size, 1..10000; -1 = all")] = DEFAULT_LIMIT,
 ) -> ListResponse[NodeItem] | ListResponse[NodeBrief]:
     """Nodes the caller may see, sorted by id; "" for clusterId/workspaceId means unbound nodes."""
     if node_id:
@@ -352,7 +352,7 @@ async def list_nodes(
         nodes = [n for n in nodes if n.is_addons_installed == is_addons_installed]
     if available is not None:
         nodes = [n for n in nodes if _available(n)[0] == available]
-    page = nodes[offset:] if limit < 0 else nodes[offset : offset + (limit or DEFAULT_LIMIT)]
+    page = nodes[offset:] if limit == -1 else nodes[offset : offset + limit]
     if brief:
         return ListResponse[NodeBrief](
             total_count=len(nodes),
@@ -451,7 +451,7 @@ async def get_node_logs(
     _: Admin,
     session: Session,
     tail_lines: Annotated[int, Query(alias="tailLines", ge=1, le=100000)] = 1000,
-    since_seconds: Annotated[int | None, Query(alias="sinceSeconds", ge=1)] = None,
+    since_seconds: Annotated[int | None, Query(alias="sinceSeconds", ge=1, le=SINCE_SECONDS_MAX)] = None,
 ) -> NodeLogs:
     """What the node's operations printed: steps, command output, addon output, probe verdicts."""
     node = await db.get_node(session, node_id=NodeId)

@@ -23,7 +23,7 @@ from temporalio.client import WithStartWorkflowOperation
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
 from activities.workload import PodRead, PodReadResult
-from api.deps import Caller, CurrentUser, Session, State
+from api.deps import SINCE_SECONDS_MAX, Caller, CurrentUser, Session, State
 from api.routes.aliases import custom_router
 from api.routes.workspaces import Access, access, visible_workspace
 from api.schemas import workloads as views
@@ -772,7 +772,7 @@ async def pod_logs(
     state: State,
     tail_lines: Annotated[int, Query(alias="tailLines", ge=1, le=100000)] = 1000,
     container: Annotated[str, Query(max_length=63)] = "",
-    since_seconds: Annotated[int | None, Query(alias="sinceSeconds", ge=1, le=10 * 365 * 86400)] = None,
+    since_seconds: Annotated[int | None, Query(alias="sinceSeconds", ge=1, le=SINCE_SECONDS_MAX)] = None,
 ) -> views.PodLogsResponse:
     """The last `tailLines` lines of the pod's main container (or `container`)."""
     workload, _ = await _visible(session, caller, WorkloadId)

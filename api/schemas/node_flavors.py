@@ -63,7 +63,7 @@ class DiskRequest(RequestModel):
 
     type: Annotated[str, StringConstraints(max_length=16)] = ""
     quantity: Quantity = Field(examples=["838Gi"])
-    count: int = Field(le=1_000_000, examples=[1])
+    count: int = Field(ge=1, le=1_000_000, examples=[1])
 
 
 class CreateNodeFlavorRequest(RequestModel):

@@ -30,7 +30,7 @@ class CreateOpsJobRequest(RequestModel):
     env: dict[str, str] = Field(default_factory=dict)
     hostpath: list[str] = Field(default_factory=list, max_length=100)
     batch_count: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
-    available_ratio: float | None = None
+    available_ratio: float | None = Field(default=None, ge=0.0, le=1.0)
     security_upgrade: bool = False
     force: bool = False
 
