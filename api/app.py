@@ -10,7 +10,9 @@ from fastapi import FastAPI
 
 from api.body_limit import BodySizeLimit
 from api.console import ConsoleApiAlias, console_app
+from api.docs import install_docs
 from api.errors import install_error_handlers
+from api.http_headers import SecurityHeaders
 from api.login_limits import LoginLimits
 from api.routes import ROUTERS, custom_router
 from api.state import AppState, TerminalFactory
@@ -57,8 +59,13 @@ def create_app(settings: Settings | None = None, *, terminals: TerminalFactory |
         description="Control plane for AI GPU clusters. Every endpoint lives under /api/v1; "
         "errors are `{errorCode, errorMessage}` with upstream's Primus codes.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(
+        SecurityHeaders, settings=settings
+    )  # outermost: the 413 of the body limit carries them too
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
@@ -66,6 +73,7 @@ def create_app(settings: Settings | None = None, *, terminals: TerminalFactory |
     from api.routes.system import router as system_router
 
     app.include_router(system_router)
+    install_docs(app)
     if settings.console_dir is not None:  # last: the API's routes win over the console's files
         app.mount("/", console_app(settings.console_dir), name="console")
         app.add_middleware(ConsoleApiAlias)

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.http_headers import headers_for
 from domain.errors import PrimusError, TooManyRequests
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        """Answered outside the middleware stack, so it adds the security headers itself."""
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(
-            500, "Primus.00001", "Internal error. The server could not complete the request."
+            500,
+            "Primus.00001",
+            "Internal error. The server could not complete the request.",
+            headers_for(request.url.path),
         )
