@@ -61,6 +61,9 @@ def create_app(settings: Settings | None = None, *, terminals: TerminalFactory |
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # Starlette's trailing-slash redirect names the Host header's value: a path with a stray
+        # slash is a plain 404 instead.
+        redirect_slashes=False,
     )
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(

@@ -1,5 +1,5 @@
-"""HTTP-layer hardening: bounded integers, security headers, cookies, offline docs and list
-limits that follow the contract."""
+"""HTTP-layer hardening: bounded integers, security headers, cookies, offline docs, no host
+redirects and list limits that follow the contract."""
 
 from __future__ import annotations
 
@@ -215,6 +215,13 @@ async def test_docs_work_offline_from_same_origin_assets(api: httpx.AsyncClient)
             suffix = ref[ref.rfind(".") :]
             expected = CONTENT_TYPES.get(suffix, "application/json")
             assert expected in asset.headers["content-type"], (ref, asset.headers["content-type"])
+
+
+async def test_trailing_slash_never_redirects_to_the_host_header(api: httpx.AsyncClient) -> None:
+    for method, path in (("GET", "/api/v1/secrets/"), ("POST", "/api/v1/login/"), ("GET", "/healthz/")):
+        resp = await api.request(method, path, headers={"Host": "evil.example"})
+        assert "location" not in resp.headers, resp.headers
+        assert assert_error(resp, 404, "Primus.00005") == f"{path} not found"
 
 
 LIST_LIMITS = {"limit", "page_size", "pageSize"}
