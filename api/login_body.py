@@ -15,13 +15,11 @@ from domain.errors import Invalid
 
 FORM = "application/x-www-form-urlencoded"
 
+_SCHEMA = LoginRequest.model_json_schema(by_alias=True)
 OPENAPI_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/LoginRequest"}},
-            FORM: {"schema": {"$ref": "#/components/schemas/LoginRequest"}},
-        },
+        "content": {"application/json": {"schema": _SCHEMA}, FORM: {"schema": _SCHEMA}},
     }
 }
 """The two body types, for the OpenAPI document (the route reads the body itself)."""

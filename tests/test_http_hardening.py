@@ -165,20 +165,20 @@ async def test_cookies_are_secure_over_https_or_when_configured(
 ) -> None:
     credentials = {"name": "root", "password": ADMIN_PASSWORD}
     plain = await api.post("http://testserver/api/v1/login", json=credentials)
-    assert _cookie_flags(plain) == {"Token": False, "userId": False}
+    assert _cookie_flags(plain) == {"Token": False, "userId": False, "userType": False}
     tls = await api.post("https://testserver/api/v1/login", json=credentials)
-    assert _cookie_flags(tls) == {"Token": True, "userId": True}
+    assert _cookie_flags(tls) == {"Token": True, "userId": True, "userType": True}
     out = await api.post(
         "https://testserver/api/v1/logout", headers={"Authorization": f"Bearer {tls.json()['token']}"}
     )
-    assert _cookie_flags(out) == {"Token": True, "userId": True}
+    assert _cookie_flags(out) == {"Token": True, "userId": True, "userType": True}
     api.cookies.clear()
     platform.state.settings.cookie_secure = True
     try:
         configured = await api.post("http://testserver/api/v1/login", json=credentials)
     finally:
         platform.state.settings.cookie_secure = False
-    assert _cookie_flags(configured) == {"Token": True, "userId": True}
+    assert _cookie_flags(configured) == {"Token": True, "userId": True, "userType": True}
 
 
 CONTENT_TYPES = {".js": "javascript", ".css": "text/css", ".png": "image/png"}
