@@ -15,6 +15,7 @@ import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from domain.pod_output import OutputBatch, OutputKey, OutputPosition
 from domain.pods import PodStatus
 from domain.secrets import RegistryCredential
 from domain.workloads import ServiceInfo, WorkloadDispatch, WorkloadKind, WorkspaceVolume
@@ -146,8 +147,24 @@ class ExecutionDriver(abc.ABC):
         tail_lines: int | None = None,
         since_seconds: int | None = None,
     ) -> str:
-        """The pod's log (stdout and stderr) as text: the last `tail_lines` lines, or the lines of
-        the last `since_seconds` seconds when the driver knows line times. NotFound for a missing pod.
+        """The pod's log (stdout and stderr) as text: the lines of the last `since_seconds`
+        seconds, and of those the last `tail_lines`. NotFound for a missing pod.
+        """
+
+    @abc.abstractmethod
+    def read_output(
+        self,
+        namespace: str,
+        workload_id: str,
+        pods: Sequence[PodStatus],
+        positions: Mapping[OutputKey, OutputPosition],
+        *,
+        max_bytes: int,
+    ) -> list[OutputBatch]:
+        """What `pods` printed after `positions` (a stream without one starts at its first line),
+        with each line's time: one batch per stream that has output, at most about `max_bytes`
+        of it per stream (`more` says there is more). For log collection; streams are `stdout`
+        and `stderr` where the driver can tell them apart, else everything is `stdout`.
         """
 
     @abc.abstractmethod

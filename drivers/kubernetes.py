@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -22,8 +23,10 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 
 from domain.errors import NotFound
+from domain.pod_output import STDOUT, OutputBatch, OutputKey, OutputLine, OutputPosition, whole_second
 from domain.pods import POD_PHASES, ContainerStatus, PodStatus
 from domain.secrets import RegistryCredential
+from domain.timefmt import utcnow
 from domain.workloads import (
     ServiceInfo,
     ServicePort,
@@ -42,6 +45,7 @@ from drivers.execution import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 JSON_PATCH = "application/json-patch+json"
 
 
@@ -382,6 +386,77 @@ class KubernetesDriver(ExecutionDriver):
         data: bytes = resp.data
         return data.decode(errors="replace")
 
+    def read_output(
+        self,
+        namespace: str,
+        workload_id: str,
+        pods: Sequence[PodStatus],
+        positions: Mapping[OutputKey, OutputPosition],
+        *,
+        max_bytes: int,
+    ) -> list[OutputBatch]:
+        """Each started container's log (`timestamps=true`), from the second of the last line
+        taken (`sinceTime`), skipping the lines already taken in it. The log API merges stdout
+        and stderr, so every line is `stdout`."""
+        batches: list[OutputBatch] = []
+        for pod in pods:
+            for container in pod.containers:
+                if container.state not in ("running", "terminated"):
+                    continue
+                position = positions.get((pod.name, container.name, STDOUT), OutputPosition())
+                ended = container.state == "terminated"
+                try:
+                    batches.append(
+                        self._read_stream(namespace, pod, container.name, position, max_bytes, ended)
+                    )
+                except DriverError as exc:
+                    if exc.status is None:  # the API server is away: so is every other stream
+                        raise
+                    log.warning("skipping the log of %s/%s/%s: %s", namespace, pod.name, container.name, exc)
+        return batches
+
+    def _read_stream(
+        self,
+        namespace: str,
+        pod: PodStatus,
+        container: str,
+        position: OutputPosition,
+        max_bytes: int,
+        ended: bool,
+    ) -> OutputBatch:
+        query: list[tuple[str, Any]] = [("container", container), ("timestamps", "true")]
+        if position.since:
+            query.append(("sinceTime", position.since))
+        what = f"read log of {namespace}/{pod.name}"
+        method, url, headers, _, _ = self._client.param_serialize(
+            method="GET",
+            resource_path="/api/v1/namespaces/{namespace}/pods/{name}/log",
+            path_params={"namespace": namespace, "name": pod.name},
+            query_params=query,
+            header_params={"Accept": "*/*"},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            resp = self._client.call_api(method, url, header_params=headers, _request_timeout=self._timeout)
+        except ApiException as exc:
+            raise _api_error(exc, what) from exc
+        except (OSError, urllib3.exceptions.HTTPError) as exc:
+            raise DriverError(f"{what}: {exc}") from exc
+        raw = resp.response
+        batch: OutputBatch | None = None
+        try:
+            if resp.status >= 400:
+                raise _api_error(ApiException(status=resp.status, reason=resp.reason, body=raw.read()), what)
+            batch = _log_batch(pod, container, position, _lines(raw), max_bytes, ended)
+            return batch
+        except (OSError, urllib3.exceptions.HTTPError) as exc:
+            raise DriverError(f"{what}: {exc}") from exc
+        finally:
+            if batch is not None and not batch.more:
+                raw.release_conn()  # read to its end: the connection can be reused
+            else:
+                raw.close()
+
     def exec_shell(
         self,
         namespace: str,
@@ -493,3 +568,66 @@ class KubernetesDriver(ExecutionDriver):
 
 def _taint_set(taints: Sequence[Mapping[str, Any]]) -> set[tuple[str, str, str]]:
     return {(str(t.get("key", "")), str(t.get("value") or ""), str(t.get("effect", ""))) for t in taints}
+
+
+def _lines(raw: Any) -> Iterator[bytes]:
+    """The response's lines as they arrive (the last one without its newline if it has none)."""
+    pending = b""
+    while True:
+        data = raw.read(65536)
+        if not data:
+            break
+        pending += data
+        *whole, pending = pending.split(b"\n")
+        for line in whole:
+            yield line + b"\n"
+    if pending:
+        yield pending
+
+
+def _log_batch(
+    pod: PodStatus,
+    container: str,
+    position: OutputPosition,
+    lines: Iterator[bytes],
+    max_bytes: int,
+    ended: bool,
+) -> OutputBatch:
+    """The lines after `position` of a log read with `timestamps=true` (from `position.since`)."""
+    skip = position.same if position.since else position.seq
+    first_seq = position.seq - skip  # the seq before the response's first line
+    seen: list[datetime] = []  # times of the lines up to the last one taken
+    taken: list[OutputLine] = []
+    size = 0
+    more = False
+    for index, line in enumerate(lines, start=1):
+        if size >= max_bytes:
+            more = True
+            break
+        if not line.endswith(b"\n") and not ended:
+            break  # still being written
+        stamp, _, text = line.rstrip(b"\n").decode(errors="replace").partition(" ")
+        at = _time(stamp) or (seen[-1] if seen else utcnow())
+        seen.append(at)
+        if index <= skip:
+            continue
+        taken.append(OutputLine(at=at, text=text))
+        size += len(line)
+    if not taken:
+        after = position
+    else:
+        since = whole_second(seen[-1])
+        cut = datetime.fromisoformat(since.replace("Z", "+00:00"))
+        after = OutputPosition(
+            seq=first_seq + len(seen), since=since, same=sum(1 for at in seen if at >= cut)
+        )
+    return OutputBatch(
+        pod=pod.name,
+        node=pod.node,
+        container=container,
+        stream=STDOUT,
+        position=position,
+        after=after,
+        lines=taken,
+        more=more,
+    )

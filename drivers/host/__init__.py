@@ -10,17 +10,20 @@ reach it as `CUDA_VISIBLE_DEVICES` / `HIP_VISIBLE_DEVICES` (a convention the pro
 an enforced limit). Without assignments the hostname label, else round-robin, picks the nodes.
 
 Layout on a node: `<root>/<node>/<namespace>/<workload>/<pod>/` holds `run.sh` (the decoded entry
-point), `env`, `meta.json`, `pid` (the supervisor, leader of the pod's process group), `log`
-(stdout and stderr), `started_at`, and `finished_at` + `exit_code` once the entry point ended.
+point), `env`, `meta.json`, `pid` (the supervisor, leader of the pod's process group),
+`stdout.log` and `stderr.log` (each line `<unix seconds> <text>`), `started_at`, and
+`finished_at` + `exit_code` once the entry point ended.
 The pod's working directory is that folder. All state lives there, so a new driver instance (e.g.
 after a worker restart) finds running pods by their pid file and never launches them twice.
 `<root>` defaults to `$HOME/.primus-safe/pods` of the login user. Linux only (`/proc`, `setsid`).
 
 Stop = SIGTERM to the pod's process group, SIGKILL after the grace period, then the folder goes.
-Logs have no per-line times, so `since_seconds` is ignored.
+Every output line has its time, so `read_log` honours `since_seconds` (node clock) and
+`read_output` gives log collection the lines after a byte offset, one command per node.
 
 Modules: `scripts` (the sh scripts run on a node), `supervisor` (the per-pod supervisor and what
-its files mean), `shell` (interactive sessions), `runner` (local or SSH transport), `driver`.
+its files mean), `output` (the output files' lines), `shell` (interactive sessions), `runner`
+(local or SSH transport), `driver`.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from domain.errors import NotFound
 from domain.names import is_dns1123_label
+from domain.pod_output import STDERR, STDOUT, OutputBatch, OutputKey, OutputPosition
 from domain.pods import PodStatus
 from domain.secrets import RegistryCredential
 from domain.workloads import (
@@ -42,8 +43,9 @@ from drivers.execution import (
     ShellSession,
 )
 from drivers.host import scripts
+from drivers.host.output import parse_collect_output
 from drivers.host.runner import LocalRunner, Runner, SSHRunner
-from drivers.host.supervisor import SUPERVISOR, pod_status
+from drivers.host.supervisor import LINE_LIMIT, SUPERVISOR, pod_status
 from drivers.ssh import SSHTarget
 
 DEFAULT_MASTER_PORT = 29500
@@ -279,12 +281,56 @@ class HostDriver(ExecutionDriver):
     ) -> str:
         node, _ = self.locate(namespace, pod)
         tail = str(int(tail_lines)) if tail_lines is not None else ""
-        code, out = self._run(node, scripts.LOG, namespace, pod, tail)
+        since = str(int(since_seconds)) if since_seconds is not None else ""
+        code, out = self._run(node, scripts.LOG, namespace, pod, tail, since)
         if code == 3:
             raise NotFound("Pod", pod)
         if code != 0:
             raise DriverError(f"{node.name}: cannot read the log of {pod}: {out.strip()[-300:]}")
         return out
+
+    def read_output(
+        self,
+        namespace: str,
+        workload_id: str,
+        pods: Sequence[PodStatus],
+        positions: Mapping[OutputKey, OutputPosition],
+        *,
+        max_bytes: int,
+    ) -> list[OutputBatch]:
+        """The stdout and stderr lines after `positions` of each pod: one command per node."""
+        _check_name(namespace, "namespace")
+        _check_name(workload_id, "workload id")
+        budget = max(int(max_bytes), 2 * (LINE_LIMIT + 32))  # a chunk always holds a whole line
+        batches: list[OutputBatch] = []
+        for node in self.nodes:
+            here = [p for p in pods if p.node == node.name]
+            if not here:
+                continue
+            args: list[str] = []
+            wanted: dict[tuple[str, str], tuple[PodStatus, str, OutputPosition]] = {}
+            for pod in here:
+                _check_name(pod.name, "pod name")
+                container = pod.containers[0].name if pod.containers else "main"
+                for stream in (STDOUT, STDERR):
+                    position = positions.get((pod.name, container, stream), OutputPosition())
+                    wanted[(pod.name, stream)] = (pod, container, position)
+                    args += [pod.name, stream, str(position.offset), str(position.seq)]
+            code, out = self._run(node, scripts.COLLECT, namespace, workload_id, str(budget), *args)
+            if code != 0:
+                raise DriverError(
+                    f"{node.name}: cannot read the output of {workload_id}: {out.strip()[-300:]}"
+                )
+            for chunk in parse_collect_output(out):
+                found = wanted.get((chunk.pod, chunk.stream))
+                if found is None:
+                    continue
+                pod, container, position = found
+                wanted_dispatch = pod.labels.get(DISPATCH_COUNT_LABEL, "")
+                if wanted_dispatch and chunk.dispatch and chunk.dispatch != wanted_dispatch:
+                    continue  # the folder holds another run of the pod now
+                batches.append(chunk.batch(node.name, container, position))
+        return batches
 
     def exec_shell(
         self,

@@ -37,7 +37,8 @@ printf %s "$5" | base64 -d > run.sh
 printf %s "$6" | base64 -d > env
 printf %s "$7" | base64 -d > meta.json
 printf %s "$4" > dispatch
-: > log
+: > stdout.log
+: > stderr.log
 : > launched
 setsid sh -c "$8" "primus-pod:$dir" </dev/null >/dev/null 2>&1 &
 i=0
@@ -104,16 +105,49 @@ exit 3
 """
 )
 
-# $1 ns, $2 pod, $3 tail lines ("" = all)
+# $1 ns, $2 pod, $3 tail lines ("" = all), $4 since seconds ("" = all) -> the text, stdout and
+# stderr merged by time, without the times; exit 3 when the pod is not on this node
 LOG = (
     PRELUDE
     + """\
 for d in "$root/$node/$1"/*/"$2"; do
   [ -f "$d/launched" ] || continue
-  if [ -n "$3" ]; then tail -n "$3" "$d/log"; else cat "$d/log"; fi
+  cd "$d" || exit 1
+  if [ ! -f stdout.log ]; then
+    if [ -n "$3" ]; then tail -n "$3" log; else cat log; fi
+    exit 0
+  fi
+  if [ -n "$3" ] && [ -z "$4" ]; then
+    { tail -n "$3" stdout.log; tail -n "$3" stderr.log; } | LC_ALL=C sort -s -n -k1,1 | tail -n "$3"
+  else
+    cutoff=0
+    [ -z "$4" ] || cutoff=$(( $(date +%s) - $4 ))
+    LC_ALL=C sort -m -s -n -k1,1 stdout.log stderr.log | LC_ALL=C awk -v c="$cutoff" '$1 + 0 >= c + 0' |
+      if [ -n "$3" ]; then tail -n "$3"; else cat; fi
+  fi | cut -d ' ' -f 2-
   exit 0
 done
 exit 3
+"""
+)
+
+# $1 ns, $2 workload, $3 max bytes per stream, then per stream: pod, stream, byte offset (-1:
+# after `seq` lines), seq -> per stream found: `@ <pod> <stream> <offset> <size> <dispatch>`, the
+# next bytes as base64 lines, and a line `.`
+COLLECT = (
+    PRELUDE
+    + """\
+base="$root/$node/$1/$2"; max=$3; shift 3
+while [ $# -ge 4 ]; do
+  pod=$1; s=$2; off=$3; seq=$4; shift 4
+  f="$base/$pod/$s.log"
+  [ -f "$base/$pod/launched" ] && [ -f "$f" ] || continue
+  [ "$off" -ge 0 ] || off=$(( $(head -n "$seq" "$f" | wc -c) ))
+  size=$(( $(wc -c < "$f") ))
+  printf '@ %s %s %s %s %s\\n' "$pod" "$s" "$off" "$size" "$(cat "$base/$pod/dispatch" 2>/dev/null)"
+  tail -c +$((off + 1)) "$f" | head -c "$max" | base64
+  echo .
+done
 """
 )
 
