@@ -17,13 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.execution import DriverUnavailable, cluster_driver
+from activities.log_collect import OutputCollector, dispatch_of
 from db import queue_status, workload_status
 from db import workloads as db
 from db.encryption import SecretBox
@@ -31,6 +32,7 @@ from db.node_flavors import NodeFlavor
 from db.session import SessionFactory
 from db.workspaces import get_workspace
 from domain import workload_lifecycle as life
+from domain.config import LogCollectConfig
 from domain.errors import NotFound
 from domain.failures import Failure
 from domain.node_flavors import FlavorSpec, total_resources
@@ -47,8 +49,8 @@ instead of exhausting the connection pool when hundreds of watches report togeth
 DRIVER_THREADS = 32
 
 LOG_TAIL_ON_FAILURE = 5
-HANG_CHECK_SECONDS = 10.0
 GONE_AFTER_POLLS = 3
+MORE_OUTPUT_PAUSE = 0.05
 
 
 def _fail(message: str, kind: Failure, *, retryable: bool = False) -> ApplicationError:
@@ -99,20 +101,26 @@ class PodReadResult(BaseModel):
 
 
 class _WatchProgress(BaseModel):
-    """What a watch heartbeats (and resumes from)."""
+    """What a watch heartbeats (and resumes from; the log collection resumes from the store)."""
 
     last_output_at: float = 0.0
-    fingerprint: dict[str, str] = Field(default_factory=dict)
     seen_pods: bool = False
 
 
 class WorkloadActivities:
     """Holds the database and the secret box."""
 
-    def __init__(self, sessions: SessionFactory, box: SecretBox, request_timeout: float = 30) -> None:
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        box: SecretBox,
+        request_timeout: float = 30,
+        log_collect: LogCollectConfig | None = None,
+    ) -> None:
         self._sessions = sessions
         self._box = box
         self._timeout = request_timeout
+        self._collect = log_collect or LogCollectConfig()
         self._writes = asyncio.Semaphore(CONCURRENT_WRITES)
         self._threads = ThreadPoolExecutor(max_workers=DRIVER_THREADS, thread_name_prefix="driver")
 
@@ -314,11 +322,41 @@ class WorkloadActivities:
             )
         )
 
+    def _collector(self, workload: db.Workload, dispatch_count: int) -> OutputCollector:
+        return OutputCollector(
+            sessions=self._sessions,
+            write=self._write,
+            blocking=self._blocking,
+            namespace=workload.workspace_id,
+            workload_id=workload.id,
+            dispatch_count=dispatch_count,
+            config=self._collect,
+        )
+
+    async def _last_flush(self, driver: ExecutionDriver, workload: db.Workload) -> None:
+        """Collect what the pods printed and is not stored yet, before they are removed (a run
+        whose watch was cancelled: stop, failover, preemption); bounded by half the activity's
+        time. Best effort: pods that cannot be read are removed all the same."""
+        try:
+            pods = await self._blocking(driver.list_pods, workload.workspace_id, workload.id)
+        except (DriverError, NotFound) as exc:
+            activity.logger.warning("cannot read the pods of %s before removing them: %s", workload.id, exc)
+            return
+        timeout = activity.info().start_to_close_timeout
+        budget = min(self._collect.flush_seconds, timeout.total_seconds() / 2 if timeout else 60.0)
+        started = time.monotonic()
+        for dispatch_count in sorted({dispatch_of(p, workload.dispatch_count) for p in pods}):
+            collector = self._collector(workload, dispatch_count)
+            await collector.resume()
+            await collector.flush(driver, pods, seconds=max(budget - (time.monotonic() - started), 0.0))
+
     @activity.defn(name="workload.remove_pods")
     async def remove_pods(self, workload_id: str) -> None:
-        """Stop and remove the workload's objects and pods on the cluster (missing ones are fine)."""
+        """Collect the pods' last output, then stop and remove the workload's objects and pods on
+        the cluster (missing ones are fine)."""
         workload = await self._record(workload_id)
         async with self._driver(workload.cluster_id) as driver:
+            await self._last_flush(driver, workload)
             try:
                 await self._blocking(driver.delete, workload.workspace_id, workload.id, workload.kind)
             except DriverError as exc:
@@ -328,9 +366,10 @@ class WorkloadActivities:
 
     @activity.defn(name="workload.watch")
     async def watch(self, watch: life.Watch) -> life.WatchResult:
-        """Poll the dispatch's pods until it ends (jobs) or a pod fails, recording their status.
+        """Poll the dispatch's pods until it ends (jobs) or a pod fails, recording their status
+        and collecting their output into the log store (all of it once the run ended).
 
-        Heartbeats every poll; supervised workloads whose logs stay unchanged `hang_seconds`
+        Heartbeats every poll; supervised workloads that print nothing for `hang_seconds`
         end as `Hung`. Runs until cancelled for Deployments and StatefulSets that keep running.
         """
         workload = await self._record(watch.workload_id)
@@ -340,7 +379,6 @@ class WorkloadActivities:
         progress = _WatchProgress.model_validate(details[0]) if details else _WatchProgress()
         if not progress.last_output_at:
             progress.last_output_at = time.time()
-        last_hang_check = 0.0
         missing_polls = 0
         shown: list[PodStatus] | None = None
         pause = watch.poll_seconds
@@ -349,9 +387,14 @@ class WorkloadActivities:
         run_nodes = (
             workload.nodes[watch.dispatch_count - 1] if len(workload.nodes) >= watch.dispatch_count else None
         )
+        collector = self._collector(workload, watch.dispatch_count)
+        await collector.resume()
         async with self._driver(workload.cluster_id, run_nodes) as driver:
             while True:
                 pods = await self._pods(driver, workload)
+                got = await collector.collect(driver, pods)
+                if got.lines:
+                    progress.last_output_at = time.time()
                 if pods != shown:  # the first poll always writes: it may promote the phase
                     await self._write(
                         partial(
@@ -371,23 +414,24 @@ class WorkloadActivities:
                 if watch.long_running and outcome == "Succeeded":
                     outcome = "Failed" if any(p.phase == "Succeeded" for p in pods) else ""
                 if outcome:
+                    await collector.flush(
+                        driver, pods, heartbeat=lambda: activity.heartbeat(progress.model_dump())
+                    )
                     message = await self._outcome_message(driver, workload, pods, outcome)
                     return life.WatchResult(outcome=outcome, message=message)
                 if progress.seen_pods and missing_polls >= GONE_AFTER_POLLS:
                     return life.WatchResult(outcome="Gone", message="the workload's pods disappeared")
-                if watch.hang_seconds and time.time() - last_hang_check >= min(
-                    HANG_CHECK_SECONDS, watch.hang_seconds / 3
-                ):
-                    last_hang_check = time.time()
-                    if await self._output_changed(driver, workload, pods, progress):
-                        progress.last_output_at = time.time()
-                    silent = time.time() - progress.last_output_at
-                    if silent >= watch.hang_seconds:
-                        return life.WatchResult(
-                            outcome="Hung",
-                            message=f"no log output for {int(silent)} s (limit {watch.hang_seconds} s)",
-                        )
+                silent = time.time() - progress.last_output_at
+                if watch.hang_seconds and silent >= watch.hang_seconds:
+                    return life.WatchResult(
+                        outcome="Hung",
+                        message=f"no log output for {int(silent)} s (limit {watch.hang_seconds} s)",
+                    )
                 activity.heartbeat(progress.model_dump())
+                if got.more:  # output waits: read on at once
+                    pause = MORE_OUTPUT_PAUSE
+                elif got.lines:
+                    pause = min(pause, self._collect.interval_seconds)
                 await asyncio.sleep(pause)
 
     async def _pods(self, driver: ExecutionDriver, workload: db.Workload) -> list[PodStatus]:
@@ -420,19 +464,6 @@ class WorkloadActivities:
         return life.failure_details(
             pods, {name: " | ".join(t.strip().splitlines()) for name, t in tails.items()}
         )
-
-    async def _output_changed(
-        self, driver: ExecutionDriver, workload: db.Workload, pods: list[PodStatus], progress: _WatchProgress
-    ) -> bool:
-        changed = False
-        for pod in pods:
-            if pod.phase != "Running":
-                continue
-            tail = (await self._tail(driver, workload, pod.name, 3))[-500:]
-            if progress.fingerprint.get(pod.name) != tail:
-                progress.fingerprint[pod.name] = tail
-                changed = True
-        return changed
 
     @activity.defn(name="workload.read")
     async def read(self, request: PodRead) -> PodReadResult:

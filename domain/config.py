@@ -94,3 +94,15 @@ class ImageConfig:
     heartbeat_timeout_seconds: int = 30
     progress_interval_seconds: float = 1.0
     """How often a blob copy shows its progress inside an upload request."""
+
+
+@dataclass(frozen=True)
+class LogCollectConfig:
+    """How the pod watches collect the pods' output into the log store."""
+
+    interval_seconds: float = 2.0
+    """A watch reads new output at least this often while the pods print."""
+    batch_bytes: int = 1024 * 1024
+    """Bytes read per pod stream per read (one database transaction takes a read's lines)."""
+    flush_seconds: float = 60.0
+    """Upper bound of the final read of the pods' output before they are removed."""

@@ -16,7 +16,14 @@ from db.urls import async_url as async_url  # re-exported: the URL helpers live 
 from db.urls import sync_url as sync_url
 from domain import quantity as q
 from domain.clusters import ClusterTimings
-from domain.config import ClusterConfig, ImageConfig, InternalRegistry, NodeConfig, SSHConfig
+from domain.config import (
+    ClusterConfig,
+    ImageConfig,
+    InternalRegistry,
+    LogCollectConfig,
+    NodeConfig,
+    SSHConfig,
+)
 from domain.node_flavors import ReservePercents
 from domain.nodes import NodeTimings
 
@@ -128,6 +135,12 @@ class Settings(BaseSettings):
     """Upper bound of one driver call of a workload (dispatch, removal)."""
     workload_max_watches: int = 2000
     """Pod watches (one per running workload) one worker runs at once."""
+    log_collect_interval_seconds: float = Field(default=2.0, gt=0)
+    """A watch reads its pods' new output into the log store at least this often while they print."""
+    log_collect_batch_bytes: int = Field(default=1024 * 1024, ge=4096)
+    """Bytes of output read per pod stream per read (the host driver reads at least 128 KiB)."""
+    log_collect_flush_seconds: float = Field(default=60.0, gt=0)
+    """Upper bound of the final read of a workload's output before its pods are removed."""
     node_probe_concurrency: int = 50
     webshell_max_sessions_per_user: int = Field(default=10, ge=1)
     """Web shell sessions one user may have open at once (the next one is refused with 429)."""
@@ -257,6 +270,14 @@ class Settings(BaseSettings):
             blob_timeout_seconds=self.images_blob_timeout_seconds,
             heartbeat_timeout_seconds=self.images_heartbeat_timeout_seconds,
             progress_interval_seconds=self.images_progress_interval_seconds,
+        )
+
+    def log_collect_config(self) -> LogCollectConfig:
+        """How the pod watches collect the pods' output."""
+        return LogCollectConfig(
+            interval_seconds=self.log_collect_interval_seconds,
+            batch_bytes=self.log_collect_batch_bytes,
+            flush_seconds=self.log_collect_flush_seconds,
         )
 
     def reserve_percents(self) -> ReservePercents:
