@@ -5,29 +5,22 @@ by driving the pods' status)."""
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from db.clusters import Cluster
-from db.nodes import Node
-from domain.nodes import READY
-from domain.timefmt import utcnow
 from drivers.execution import DISPATCH_COUNT_LABEL, WORKLOAD_ID_LABEL, WORKSPACE_ID_LABEL
 from tests.conftest import Platform
-from tests.fixtures.clusters import add_image_secret
 from tests.fixtures.fake_kube import FakeKube
-from tests.fixtures.nodes import add_flavor, add_template
 from tests.fixtures.polling import poll_json, until
 from tests.fixtures.workloads import (
-    FLAVOR,
     WL,
     HostCluster,
+    add_kube_cluster,
     add_workspace,
+    node_ip,
     submit,
     wait_phase,
     workload_body,
@@ -49,76 +42,7 @@ def kube() -> Iterator[FakeKube]:
 
 @pytest.fixture
 async def cluster(api: httpx.AsyncClient, platform: Platform, kube: FakeKube) -> HostCluster:
-    """A Ready cluster whose encrypted kubeconfig points at the fake API server, with Ready nodes
-    that are the fake cluster's Node objects (same names, each with its InternalIP)."""
-    sessions, box = platform.state.sessions, platform.state.box
-    run = uuid.uuid4().hex[:5]
-    flavor_id = f"f{run}"
-    await add_flavor(sessions, flavor_id, FLAVOR)
-    await add_template(sessions, f"t{run}", [])
-    await add_image_secret(sessions, box, f"img{run}")
-    cluster_id = f"k{run}"
-    node_ids = [f"{run}-gpu-{i}" for i in range(NODE_COUNT)]
-    now = utcnow()
-    async with sessions() as session, session.begin():
-        session.add(
-            Cluster(
-                id=cluster_id,
-                provisioner="kubespray",
-                control_plane_nodes=[],
-                ssh_secret_id="ssh-key",
-                kube_spray_image="",
-                kube_pods_subnet="",
-                kube_service_address="",
-                kube_network_plugin="flannel",
-                kube_version="",
-                endpoint=kube.url.removeprefix("http://"),
-                kubeconfig_encrypted=box.encrypt(json.dumps(kube.kubeconfig())),
-                phase="Ready",
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        for index, node_id in enumerate(node_ids):
-            session.add(
-                Node(
-                    id=node_id,
-                    node_name=node_id,
-                    private_ip=node_ip(run, index),
-                    flavor_id=flavor_id,
-                    template_id=f"t{run}",
-                    ssh_secret_id="ssh-key",
-                    cluster_id=cluster_id,
-                    phase=READY,
-                    onboarded=True,
-                    addons_template_id=f"t{run}",
-                    addons_installed=True,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-    for index, node_id in enumerate(node_ids):
-        kube.put(
-            "v1/nodes",
-            None,
-            node_id,
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {"name": node_id, "labels": {"kubernetes.io/hostname": node_id}},
-                "status": {
-                    "addresses": [{"type": "InternalIP", "address": node_ip(run, index)}],
-                    "conditions": [{"type": "Ready", "status": "True"}],
-                    "allocatable": {"cpu": "16", "memory": "64Gi", "amd.com/gpu": "8"},
-                },
-            },
-        )
-    return HostCluster(cluster_id=cluster_id, node_ids=node_ids, flavor_id=flavor_id)
-
-
-def node_ip(run: str, index: int) -> str:
-    """A private IP unique to a run's node (the column is unique across tests)."""
-    return f"10.{int(run[:2], 16)}.{int(run[2:4], 16)}.{10 + index}"
+    return await add_kube_cluster(platform, kube, NODE_COUNT)
 
 
 async def eventually(probe: Callable[[], Any], what: str, within: float = 30) -> Any:
