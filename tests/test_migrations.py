@@ -15,6 +15,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, inspect
 
+from db.log_search import is_search_index
 from db.migrate import _INI, alembic_config, downgrade, upgrade
 from db.models import Base
 from db.urls import async_url, sync_url
@@ -41,13 +42,36 @@ def sync_engine(url: str) -> Iterator[Engine]:
 
 
 def table_names(url: str) -> set[str]:
+    """Tables, without Alembic's and the log search index's (SQLite FTS5 tables)."""
     with sync_engine(url) as engine:
-        return set(inspect(engine).get_table_names()) - {"alembic_version"}
+        names = set(inspect(engine).get_table_names()) - {"alembic_version"}
+    return {n for n in names if not is_search_index(n)}
 
 
 def current_revision(url: str) -> str | None:
     with sync_engine(url) as engine, engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def include_name(name: str | None, type_: str, _parents: object) -> bool:
+    return not is_search_index(name)
+
+
+def test_search_index_exists_after_upgrade_and_goes_with_downgrade(empty_database: str) -> None:
+    """0019's FTS5 table (SQLite) or trigram index (PostgreSQL) is there, and gone one step down."""
+
+    def search_objects() -> set[str]:
+        with sync_engine(empty_database) as engine:
+            found = inspect(engine)
+            names = set(found.get_table_names()) | {i["name"] or "" for i in found.get_indexes("log_lines")}
+        return {n for n in names if is_search_index(n)}
+
+    upgrade(empty_database, "0019")
+    assert search_objects() >= (
+        {"log_lines_fts"} if empty_database.startswith("sqlite") else {"ix_log_lines_line_trgm"}
+    )
+    downgrade(empty_database, "0017")
+    assert search_objects() == set()
 
 
 def test_round_trip(empty_database: str) -> None:
@@ -89,7 +113,7 @@ def test_migrated_schema_matches_models(empty_database: str) -> None:
     """A model change without a migration (or the reverse) fails here."""
     upgrade(empty_database)
     with sync_engine(empty_database) as engine, engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": include_name})
         diff = compare_metadata(context, Base.metadata)
     assert diff == [], "schema differs from db.models; write a migration:\n" + "\n".join(map(str, diff))
 

@@ -11,6 +11,7 @@ from api.routes.faults import router as faults_router
 from api.routes.image_import import router as image_import_router
 from api.routes.image_registries import router as image_registries_router
 from api.routes.images import router as images_router
+from api.routes.logs import router as logs_router
 from api.routes.node_flavors import router as node_flavors_router
 from api.routes.node_templates import router as node_templates_router
 from api.routes.nodes import router as nodes_router
@@ -37,6 +38,7 @@ ROUTERS: list[APIRouter] = [
     clusters_router,
     workspaces_router,
     workloads_router,
+    logs_router,
     faults_router,
     ops_jobs_router,
     envs_router,

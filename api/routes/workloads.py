@@ -86,6 +86,12 @@ async def _visible(session: Session, caller: Caller, workload_id: str) -> tuple[
     return workload, role
 
 
+async def visible_workload(session: Session, caller: Caller, workload_id: str) -> Workload:
+    """The workload when the caller may see it, else 404 (for the routes of other modules)."""
+    workload, _ = await _visible(session, caller, workload_id)
+    return workload
+
+
 async def _changeable(session: Session, caller: Caller, workload_id: str, verb: str) -> Workload:
     """The workload, when the caller submitted it, manages its workspace or is an admin."""
     workload, role = await _visible(session, caller, workload_id)

@@ -6,6 +6,7 @@ from alembic import context
 from alembic.util import CommandError
 from sqlalchemy import create_engine, pool
 
+from db.log_search import is_search_index
 from db.models import Base
 
 config = context.config
@@ -22,8 +23,19 @@ def _url() -> str:
     return url
 
 
+def include_name(name: str | None, type_: str, _parents: object) -> bool:
+    """Autogenerate leaves the log search index alone (FTS5 tables, the trigram index: 0019)."""
+    return not is_search_index(name)
+
+
 def run_migrations_offline() -> None:
-    context.configure(url=_url(), target_metadata=Base.metadata, literal_binds=True, render_as_batch=True)
+    context.configure(
+        url=_url(),
+        target_metadata=Base.metadata,
+        include_name=include_name,
+        literal_binds=True,
+        render_as_batch=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -31,13 +43,23 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     connectable = config.attributes.get("connection")
     if connectable is not None:
-        context.configure(connection=connectable, target_metadata=Base.metadata, render_as_batch=True)
+        context.configure(
+            connection=connectable,
+            target_metadata=Base.metadata,
+            include_name=include_name,
+            render_as_batch=True,
+        )
         with context.begin_transaction():
             context.run_migrations()
         return
     engine = create_engine(_url(), poolclass=pool.NullPool)
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+        context.configure(
+            connection=connection,
+            target_metadata=Base.metadata,
+            include_name=include_name,
+            render_as_batch=True,
+        )
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

@@ -1,0 +1,136 @@
+"""Log search over `log_lines`, one query layer for SQLite FTS5 and PostgreSQL pg_trgm.
+
+Every search is one ordered page (`at`, `id`) plus a total counted up to `TOTAL_CAP`, so its
+cost follows the lines it returns (at most `MAX_WINDOW` + the cap), not the lines stored:
+
+- no keyword: the `(workload_id, at, id)` / `(workload_id, pod, at, id)` / `(service, at, id)`
+  indexes in order;
+- keywords: each is tested exactly (`instr` / `strpos`, case-sensitive); the trigram index
+  (migration 0019) narrows the candidates when they are few. PostgreSQL's planner chooses
+  between the GIN index and the ordered scan from its statistics; on SQLite a probe counts the
+  FTS5 candidates up to `PROBE` (a few ms) and uses the index only below it: a common word is
+  found sooner by walking the time-ordered index than by sorting its many candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, Integer, Select, column, func, literal, select, text, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.log_lines import LogLine
+from domain.log_search import TOTAL_CAP, LogQuery, fts5_query, indexed_keywords, like_pattern
+
+FTS_TABLE = "log_lines_fts"
+TRIGRAM_INDEX = "ix_log_lines_line_trgm"
+PROBE = TOTAL_CAP
+"""SQLite uses the FTS5 index when a keyword set has fewer candidates than this."""
+
+SEARCH_INDEX_NAMES = frozenset(
+    {
+        FTS_TABLE,
+        *(f"{FTS_TABLE}_{shadow}" for shadow in ("data", "idx", "config", "docsize", "content")),
+        TRIGRAM_INDEX,
+    }
+)
+"""Objects of migration 0019 that are not SQLAlchemy models (FTS5 tables, the trigram index)."""
+
+
+@dataclass(frozen=True)
+class Page:
+    """The rows of one search and how many lines match in all (capped at `TOTAL_CAP`)."""
+
+    total: int
+    rows: list[LogLine]
+
+
+def is_search_index(name: str | None) -> bool:
+    """True for the search index's tables and index (not in the models; autogenerate skips them)."""
+    return name in SEARCH_INDEX_NAMES
+
+
+async def search(session: AsyncSession, query: LogQuery) -> Page:
+    """One page of matching lines in time order and the total (capped at `TOTAL_CAP`)."""
+    page, total = await statements(session, query)
+    rows = list((await session.scalars(page)).all())
+    return Page(total=int(await session.scalar(total) or 0), rows=rows)
+
+
+async def statements(session: AsyncSession, query: LogQuery) -> tuple[Select[LogLine], Select[int]]:
+    """The page and the capped count of `query` (the benchmark EXPLAINs them)."""
+    conditions = _filters(query) + await _keyword_conditions(session, query.keywords)
+    order = (LogLine.at, LogLine.id) if query.ascending else (LogLine.at.desc(), LogLine.id.desc())
+    page = select(LogLine).where(*conditions).order_by(*order).offset(query.offset).limit(query.limit)
+    capped = select(LogLine.id).where(*conditions).limit(TOTAL_CAP).subquery()
+    return page, select(func.count()).select_from(capped)
+
+
+async def get_line(session: AsyncSession, *, line_id: int) -> LogLine | None:
+    """One stored line."""
+    return await session.get(LogLine, line_id)
+
+
+async def around(
+    session: AsyncSession, anchor: LogLine, *, count: int
+) -> tuple[list[LogLine], list[LogLine]]:
+    """Up to `count` lines before and after `anchor` of the same pod, container and dispatch
+    (service records: of the same process), both oldest first."""
+    same = [
+        LogLine.workload_id == anchor.workload_id,
+        LogLine.service == anchor.service,
+        LogLine.pod == anchor.pod,
+        LogLine.dispatch_count == anchor.dispatch_count,
+        LogLine.container == anchor.container,
+    ]
+    key = tuple_(LogLine.at, LogLine.id)
+    here = tuple_(literal(anchor.at, LogLine.at.type), literal(anchor.id, LogLine.id.type))
+    before = await session.scalars(
+        select(LogLine).where(*same, key < here).order_by(LogLine.at.desc(), LogLine.id.desc()).limit(count)
+    )
+    after = await session.scalars(
+        select(LogLine).where(*same, key > here).order_by(LogLine.at, LogLine.id).limit(count)
+    )
+    return list(reversed(before.all())), list(after.all())
+
+
+def _filters(query: LogQuery) -> list[ColumnElement[bool]]:
+    conditions = [
+        LogLine.workload_id == query.workload_id,
+        LogLine.service == query.service,
+        LogLine.at >= query.since,
+        LogLine.at <= query.until,
+    ]
+    if query.dispatch_count > 0:
+        conditions.append(LogLine.dispatch_count == query.dispatch_count)
+    if query.pods:
+        conditions.append(LogLine.pod.in_(query.pods))
+    elif query.nodes:
+        conditions.append(LogLine.node.in_(query.nodes))
+    return conditions
+
+
+async def _keyword_conditions(session: AsyncSession, keywords: tuple[str, ...]) -> list[ColumnElement[bool]]:
+    """The exact test of every keyword, plus the index's candidate test when it helps."""
+    if not keywords:
+        return []
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    find = func.instr if sqlite else func.strpos
+    exact: list[ColumnElement[bool]] = [find(LogLine.line, k) > 0 for k in keywords]
+    indexed = indexed_keywords(keywords)
+    if not indexed:
+        return exact
+    if not sqlite:  # LIKE is case-sensitive here and the GIN index serves it; the planner decides
+        return [LogLine.line.like(like_pattern(k), escape="\\") for k in indexed] + exact
+    match = fts5_query(indexed)
+    probe = text(
+        f"SELECT count(*) FROM (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :match LIMIT :probe)"
+    )
+    if int(await session.scalar(probe, {"match": match, "probe": PROBE}) or 0) >= PROBE:
+        return exact
+    candidates = (
+        text(f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :fts_match")
+        .bindparams(fts_match=match)
+        .columns(column("rowid", Integer))
+    )
+    return [LogLine.id.in_(candidates), *exact]
