@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint, func, select
+from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -116,3 +116,12 @@ async def last_positions(
 def _insert(session: AsyncSession) -> Any:
     dialect = session.get_bind().dialect.name
     return (postgresql if dialect == "postgresql" else sqlite).insert(LogLine)
+
+
+async def purge_batch(session: AsyncSession, *, before: datetime, batch: int) -> int:
+    """Delete up to `batch` of the oldest lines older than `before` (log retention, through
+    `ix_log_lines_at`); returns how many went. Callers loop, one transaction per batch, so a
+    large purge never holds the database (SQLite's one writer) for long."""
+    oldest = select(LogLine.id).where(LogLine.at < before).order_by(LogLine.at).limit(batch)
+    result = await session.execute(delete(LogLine).where(LogLine.id.in_(oldest.scalar_subquery())))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

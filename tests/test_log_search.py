@@ -12,8 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
+from temporalio.testing import ActivityEnvironment
 
+from activities.maintenance import MaintenanceActivities
 from db import log_search
 from db.log_lines import LogLine, NewLine, add_lines
 from db.users import User
@@ -21,6 +23,7 @@ from db.workloads import Workload
 from domain.timefmt import utcnow
 from tests.conftest import Platform
 from tests.fixtures.workspaces import add_workspace
+from workflows.maintenance import LogRetentionWorkflow
 
 WL = "/api/v1/workloads"
 
@@ -285,3 +288,53 @@ async def test_who_may_search(
     assert (await api.post(service, json={}, headers=alice)).status_code == 403
     assert (await api.post(service, json={}, headers=admin)).status_code == 200
     assert (await api.post("/api/v1/service/nginx/logs", json={}, headers=admin)).status_code == 404
+
+
+async def test_retention_deletes_old_log_lines_in_batches(
+    platform: Platform, api: httpx.AsyncClient, alice: dict[str, str], team: str
+) -> None:
+    stored = await store(platform, team)  # 25 lines of the last hour
+    now = utcnow()
+    old = [
+        NewLine(
+            at=now - timedelta(days=40 - i),
+            line=f"old ERROR {i}",
+            workload_id=stored.workload_id,
+            seq=100 + i,
+        )
+        for i in range(7)  # 40 .. 34 days old
+    ]
+    old.append(NewLine(at=now - timedelta(days=31), line="old service record", service="api", seq=1))
+    async with platform.state.sessions() as session, session.begin():
+        await add_lines(session, old)
+    search = searcher(api, alice, stored.workload_id)
+    assert (await search(keywords=["old ERROR"], since="2000-01-01T00:00:00Z"))["hits"]["total"]["value"] == 0
+    async with platform.state.sessions() as session, session.begin():  # visible once the workload is older
+        await session.execute(
+            update(Workload)
+            .where(Workload.id == stored.workload_id)
+            .values(created_at=now - timedelta(days=60))
+        )
+    assert (await search(keywords=["old ERROR"]))["hits"]["total"]["value"] == 7
+
+    beats: list[int] = []
+    env = ActivityEnvironment()
+    env.on_heartbeat = lambda *details: beats.append(int(details[0]))
+    activities = MaintenanceActivities(platform.state.sessions, platform.settings.data_dir, line_batch=3)
+    assert await env.run(activities.purge_logs, 30) == 8
+    assert beats == [3, 6, 8]  # one transaction per batch of 3
+    assert (await search(keywords=["old ERROR"]))["hits"]["total"]["value"] == 0  # the index forgot them too
+    assert (await search())["hits"]["total"]["value"] == 25
+    async with platform.state.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(LogLine)) == 25
+
+    # the schedule's workflow runs the same purge
+    async with platform.state.sessions() as session, session.begin():
+        await add_lines(session, old[:2])
+    deleted = await platform.state.temporal.execute_workflow(
+        LogRetentionWorkflow.run,
+        30,
+        id=f"test-line-retention-{uuid.uuid4().hex[:6]}",
+        task_queue=platform.settings.queues.control,
+    )
+    assert deleted == 2
