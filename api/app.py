@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +19,8 @@ from api.routes import ROUTERS, custom_router
 from api.state import AppState, TerminalFactory
 from db.encryption import SecretBox
 from db.session import create_engine, session_factory
+from primus_safe.service_logs import API
+from primus_safe.service_logs import of_settings as service_logs_of
 from primus_safe.settings import Settings, get_settings
 from primus_safe.temporal import connect
 
@@ -49,7 +52,10 @@ def create_app(settings: Settings | None = None, *, terminals: TerminalFactory |
                 login_limits=LoginLimits.from_settings(settings),
                 terminals=terminals(settings, sessions, box) if terminals is not None else None,
             )
-            yield
+            async with contextlib.AsyncExitStack() as stack:
+                if settings.service_logs:
+                    await stack.enter_async_context(service_logs_of(settings, sessions, API))
+                yield
         finally:
             await engine.dispose()
 

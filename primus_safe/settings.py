@@ -149,6 +149,14 @@ class Settings(BaseSettings):
     log_retention_days: int = Field(default=30, ge=1)
     """Operation log lines older than this are deleted by the `system/log-retention` schedule."""
     log_retention_interval_seconds: int = Field(default=86400, ge=60)
+    service_logs: bool = True
+    """Store the API's and the worker's log records in the log store (`POST /service/{name}/logs`)."""
+    service_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Lowest level stored (records below the process's `--log-level` never arrive)."""
+    service_log_queue: int = Field(default=10_000, ge=1)
+    """Records waiting to be written; beyond, records are dropped and counted."""
+    service_log_flush_seconds: float = Field(default=1.0, gt=0)
+    """How often the queue is written."""
     ttl_cleanup_interval_seconds: int = Field(default=600, ge=10)
     """How often `system/ttl-cleanup` expires ops jobs past their `ttlSecondsAfterFinished`."""
     ops_job_timeout_seconds: int = Field(default=0, ge=0)

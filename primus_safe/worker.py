@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
@@ -36,6 +37,8 @@ from db.encryption import SecretBox
 from db.session import SessionFactory
 from domain.images import RegistryStatsInput
 from domain.nodes import ProbeInput
+from primus_safe.service_logs import WORKER
+from primus_safe.service_logs import of_settings as service_logs_of
 from primus_safe.settings import Settings
 from workflows.cluster import ClusterWorkflow, NodeManageWorkflow
 from workflows.fault import FaultWorkflow
@@ -311,14 +314,18 @@ async def ensure_registry_stats_schedule(client: Client, settings: Settings) -> 
 async def run_workers(
     client: Client, settings: Settings, sessions: SessionFactory, stop: asyncio.Event
 ) -> None:
-    """Run every worker until `stop` is set, then shut them down gracefully."""
-    await ensure_schedules(client, settings)
-    workers = build_workers(client, settings, sessions)
-    tasks = [asyncio.create_task(w.run()) for w in workers]
-    log.info("worker running on %s", ", ".join(w.task_queue for w in workers))
-    stopper = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
-    await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
-    for task in tasks:
-        if task in done and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+    """Run every worker until `stop` is set, then shut them down gracefully (storing the
+    worker's log records meanwhile when `service_logs` is on)."""
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.service_logs:
+            await stack.enter_async_context(service_logs_of(settings, sessions, WORKER))
+        await ensure_schedules(client, settings)
+        workers = build_workers(client, settings, sessions)
+        tasks = [asyncio.create_task(w.run()) for w in workers]
+        log.info("worker running on %s", ", ".join(w.task_queue for w in workers))
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+        for task in tasks:
+            if task in done and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
