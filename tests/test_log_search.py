@@ -326,7 +326,8 @@ async def test_retention_deletes_old_log_lines_in_batches(
     assert (await search(keywords=["old ERROR"]))["hits"]["total"]["value"] == 0  # the index forgot them too
     assert (await search())["hits"]["total"]["value"] == 25
     async with platform.state.sessions() as session:
-        assert await session.scalar(select(func.count()).select_from(LogLine)) == 25
+        count = select(func.count()).select_from(LogLine).where(LogLine.workload_id == stored.workload_id)
+        assert await session.scalar(count) == 25
 
     # the schedule's workflow runs the same purge
     async with platform.state.sessions() as session, session.begin():
