@@ -14,10 +14,25 @@ cost follows the lines it returns (at most `MAX_WINDOW` + the cap), not the line
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Select, column, func, literal, select, text, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    column,
+    func,
+    literal,
+    literal_column,
+    select,
+    text,
+    tuple_,
+    type_coerce,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from db.log_lines import LogLine
 from domain.log_search import TOTAL_CAP, LogQuery, fts5_query, indexed_keywords, like_pattern
@@ -59,8 +74,12 @@ async def search(session: AsyncSession, query: LogQuery) -> Page:
 
 async def statements(session: AsyncSession, query: LogQuery) -> tuple[Select[LogLine], Select[int]]:
     """The page and the capped count of `query` (the benchmark EXPLAINs them)."""
-    conditions = _filters(query) + await _keyword_conditions(session, query.keywords)
-    order = (LogLine.at, LogLine.id) if query.ascending else (LogLine.at.desc(), LogLine.id.desc())
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    keywords, by_rowid = await _keyword_conditions(session, query.keywords, sqlite=sqlite)
+    col = _unindexed if by_rowid else _plain
+    conditions = _filters(query, sqlite=sqlite, col=col) + keywords
+    at, line_id = col(LogLine.at), col(LogLine.id)
+    order = (at, line_id) if query.ascending else (at.desc(), line_id.desc())
     page = select(LogLine).where(*conditions).order_by(*order).offset(query.offset).limit(query.limit)
     capped = select(LogLine.id).where(*conditions).limit(TOTAL_CAP).subquery()
     return page, select(func.count()).select_from(capped)
@@ -94,43 +113,62 @@ async def around(
     return list(reversed(before.all())), list(after.all())
 
 
-def _filters(query: LogQuery) -> list[ColumnElement[bool]]:
-    conditions = [
-        LogLine.workload_id == query.workload_id,
-        LogLine.service == query.service,
-        LogLine.at >= query.since,
-        LogLine.at <= query.until,
-    ]
+Column = Callable[[InstrumentedAttribute[Any]], ColumnElement[Any]]
+
+
+def _plain(column: InstrumentedAttribute[Any]) -> ColumnElement[Any]:
+    return column.expression
+
+
+def _unindexed(column: InstrumentedAttribute[Any]) -> ColumnElement[Any]:
+    """SQLite's `+column`: the same value, but no index may serve the term. SQLite plans without
+    statistics (nobody runs ANALYZE), taking an equality for a few rows, so without this it would
+    walk a workload's whole time range instead of looking its few candidates up by rowid."""
+    return type_coerce(literal_column(f"+{LogLine.__tablename__}.{column.key}"), column.type)
+
+
+def _filters(query: LogQuery, *, sqlite: bool, col: Column) -> list[ColumnElement[bool]]:
+    owner = (
+        col(LogLine.service) == query.service
+        if query.service
+        else col(LogLine.workload_id) == query.workload_id
+    )
+    conditions = [owner, col(LogLine.at) >= query.since, col(LogLine.at) <= query.until]
     if query.dispatch_count > 0:
         conditions.append(LogLine.dispatch_count == query.dispatch_count)
     if query.pods:
-        conditions.append(LogLine.pod.in_(query.pods))
+        # one pod: its (workload, pod, at) range in order; several: SQLite would read each pod's
+        # range and sort, so it walks the workload's time order instead (PostgreSQL's planner picks)
+        pod = col(LogLine.pod) if len(query.pods) == 1 or not sqlite else _unindexed(LogLine.pod)
+        conditions.append(pod.in_(query.pods))
     elif query.nodes:
         conditions.append(LogLine.node.in_(query.nodes))
     return conditions
 
 
-async def _keyword_conditions(session: AsyncSession, keywords: tuple[str, ...]) -> list[ColumnElement[bool]]:
-    """The exact test of every keyword, plus the index's candidate test when it helps."""
+async def _keyword_conditions(
+    session: AsyncSession, keywords: tuple[str, ...], *, sqlite: bool
+) -> tuple[list[ColumnElement[bool]], bool]:
+    """The exact test of every keyword, plus the index's candidate test when it helps; True
+    when the candidates drive the query (SQLite: look them up by rowid)."""
     if not keywords:
-        return []
-    sqlite = session.get_bind().dialect.name == "sqlite"
+        return [], False
     find = func.instr if sqlite else func.strpos
     exact: list[ColumnElement[bool]] = [find(LogLine.line, k) > 0 for k in keywords]
     indexed = indexed_keywords(keywords)
     if not indexed:
-        return exact
+        return exact, False
     if not sqlite:  # LIKE is case-sensitive here and the GIN index serves it; the planner decides
-        return [LogLine.line.like(like_pattern(k), escape="\\") for k in indexed] + exact
+        return [LogLine.line.like(like_pattern(k), escape="\\") for k in indexed] + exact, False
     match = fts5_query(indexed)
     probe = text(
         f"SELECT count(*) FROM (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :match LIMIT :probe)"
     )
     if int(await session.scalar(probe, {"match": match, "probe": PROBE}) or 0) >= PROBE:
-        return exact
+        return exact, False
     candidates = (
         text(f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :fts_match")
         .bindparams(fts_match=match)
         .columns(column("rowid", Integer))
     )
-    return [LogLine.id.in_(candidates), *exact]
+    return [LogLine.id.in_(candidates), *exact], True
