@@ -6,10 +6,11 @@ cost follows the lines it returns (at most `MAX_WINDOW` + the cap), not the line
 - no keyword: the `(workload_id, at, id)` / `(workload_id, pod, at, id)` / `(service, at, id)`
   indexes in order;
 - keywords: each is tested exactly (`instr` / `strpos`, case-sensitive); the trigram index
-  (migration 0019) narrows the candidates when they are few. PostgreSQL's planner chooses
-  between the GIN index and the ordered scan from its statistics; on SQLite a probe counts the
-  FTS5 candidates up to `PROBE` (a few ms) and uses the index only below it: a common word is
-  found sooner by walking the time-ordered index than by sorting its many candidates.
+  (migration 0019) finds the candidates. PostgreSQL's planner chooses between the GIN index
+  and the time-ordered scan from its statistics. On SQLite the count always walks the FTS5
+  candidates in rowid order and stops at the cap; the page does too (sorting them) when a probe
+  finds fewer than `PROBE`, else it walks the time-ordered index, where a common word's first
+  page comes soonest.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from sqlalchemy import (
     literal,
     literal_column,
     select,
-    text,
+    table,
     tuple_,
     type_coerce,
 )
@@ -41,6 +42,8 @@ FTS_TABLE = "log_lines_fts"
 TRIGRAM_INDEX = "ix_log_lines_line_trgm"
 PROBE = TOTAL_CAP
 """SQLite uses the FTS5 index when a keyword set has fewer candidates than this."""
+
+FTS = table(FTS_TABLE, column("rowid", Integer))
 
 SEARCH_INDEX_NAMES = frozenset(
     {
@@ -75,14 +78,25 @@ async def search(session: AsyncSession, query: LogQuery) -> Page:
 async def statements(session: AsyncSession, query: LogQuery) -> tuple[Select[LogLine], Select[int]]:
     """The page and the capped count of `query` (the benchmark EXPLAINs them)."""
     sqlite = session.get_bind().dialect.name == "sqlite"
-    keywords, by_rowid = await _keyword_conditions(session, query.keywords, sqlite=sqlite)
-    col = _unindexed if by_rowid else _plain
-    conditions = _filters(query, sqlite=sqlite, col=col) + keywords
+    exact, match = _keyword_conditions(query.keywords, sqlite=sqlite)
+    plain = _filters(query, sqlite=sqlite, col=_plain) + exact
+    page = _page(select(LogLine).where(*plain), query, _plain)
+    capped = select(LogLine.id).where(*plain)
+    if match is not None:  # SQLite: the FTS5 candidates, in rowid order, looked up one by one
+        driven = _filters(query, sqlite=sqlite, col=_unindexed) + exact
+        candidates = FTS.join(LogLine, LogLine.id == FTS.c.rowid)
+        capped = select(LogLine.id).select_from(candidates).where(_fts_match(match), *driven)
+        probe = select(FTS.c.rowid).where(_fts_match(match)).limit(PROBE).subquery()
+        if int(await session.scalar(select(func.count()).select_from(probe)) or 0) < PROBE:
+            few = select(LogLine).select_from(candidates).where(_fts_match(match), *driven)
+            page = _page(few, query, _unindexed)
+    return page, select(func.count()).select_from(capped.limit(TOTAL_CAP).subquery())
+
+
+def _page(statement: Select[LogLine], query: LogQuery, col: Column) -> Select[LogLine]:
     at, line_id = col(LogLine.at), col(LogLine.id)
     order = (at, line_id) if query.ascending else (at.desc(), line_id.desc())
-    page = select(LogLine).where(*conditions).order_by(*order).offset(query.offset).limit(query.limit)
-    capped = select(LogLine.id).where(*conditions).limit(TOTAL_CAP).subquery()
-    return page, select(func.count()).select_from(capped)
+    return statement.order_by(*order).offset(query.offset).limit(query.limit)
 
 
 async def get_line(session: AsyncSession, *, line_id: int) -> LogLine | None:
@@ -146,29 +160,22 @@ def _filters(query: LogQuery, *, sqlite: bool, col: Column) -> list[ColumnElemen
     return conditions
 
 
-async def _keyword_conditions(
-    session: AsyncSession, keywords: tuple[str, ...], *, sqlite: bool
-) -> tuple[list[ColumnElement[bool]], bool]:
-    """The exact test of every keyword, plus the index's candidate test when it helps; True
-    when the candidates drive the query (SQLite: look them up by rowid)."""
+def _keyword_conditions(
+    keywords: tuple[str, ...], *, sqlite: bool
+) -> tuple[list[ColumnElement[bool]], str | None]:
+    """The exact test of every keyword (with PostgreSQL's indexable LIKE), and on SQLite the
+    FTS5 expression of the candidates when a keyword is long enough for the index."""
     if not keywords:
-        return [], False
+        return [], None
     find = func.instr if sqlite else func.strpos
     exact: list[ColumnElement[bool]] = [find(LogLine.line, k) > 0 for k in keywords]
     indexed = indexed_keywords(keywords)
     if not indexed:
-        return exact, False
+        return exact, None
     if not sqlite:  # LIKE is case-sensitive here and the GIN index serves it; the planner decides
-        return [LogLine.line.like(like_pattern(k), escape="\\") for k in indexed] + exact, False
-    match = fts5_query(indexed)
-    probe = text(
-        f"SELECT count(*) FROM (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :match LIMIT :probe)"
-    )
-    if int(await session.scalar(probe, {"match": match, "probe": PROBE}) or 0) >= PROBE:
-        return exact, False
-    candidates = (
-        text(f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :fts_match")
-        .bindparams(fts_match=match)
-        .columns(column("rowid", Integer))
-    )
-    return [LogLine.id.in_(candidates), *exact], True
+        return [LogLine.line.like(like_pattern(k), escape="\\") for k in indexed] + exact, None
+    return exact, fts5_query(indexed)
+
+
+def _fts_match(match: str) -> ColumnElement[bool]:
+    return literal_column(FTS_TABLE).op("MATCH")(match)
