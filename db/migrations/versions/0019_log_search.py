@@ -6,7 +6,7 @@ PostgreSQL a GIN `gin_trgm_ops` index (pg_trgm ships with PostgreSQL and is a tr
 since 13: the database owner may create it).
 
 Revision ID: 0019
-Revises: 0017
+Revises: 0018
 Create Date: 2026-12-04
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0019"
-down_revision = "0017"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
