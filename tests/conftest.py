@@ -38,9 +38,22 @@ ADMIN_PASSWORD = "root-password-for-tests"
 _LOOP_STALLS: list[Stall] = []
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that need no platform run first. While a test that is not a coroutine runs, the
+    shared event loop runs nothing, which freezes the API and workers of every live platform:
+    their activities time out at Temporal and are retried after backoff, long after the test
+    that caused it. Before the first platform starts there is nothing to freeze. (After
+    pytest's own ordering, so the platforms' grouping by database is kept.)"""
+    needs = [item for item in items if "platform" in getattr(item, "fixturenames", ())]
+    others = [item for item in items if "platform" not in getattr(item, "fixturenames", ())]
+    items[:] = others + needs
+
+
+@pytest.fixture(scope="session")
 async def loop_watchdog() -> AsyncIterator[None]:
-    """Record every stretch in which the shared event loop ran nothing (printed at the end)."""
+    """Record every stretch in which the shared event loop ran nothing while a platform lives
+    (printed at the end): a blocking call in the API, the worker or a test."""
     watchdog = LoopWatchdog(asyncio.get_running_loop(), stalls=_LOOP_STALLS)
     watchdog.start()
     try:
@@ -126,7 +139,10 @@ class Platform:
 
 @pytest.fixture(scope="session")
 async def platform(
-    database_url: str, temporal_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
+    database_url: str,
+    temporal_env: WorkflowEnvironment,
+    tmp_path_factory: pytest.TempPathFactory,
+    loop_watchdog: None,
 ) -> AsyncIterator[Platform]:
     """API (in-process ASGI) plus a worker, on one database backend."""
     settings = make_settings(
