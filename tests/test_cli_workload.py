@@ -12,7 +12,7 @@ import os
 import stat
 import sysconfig
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from primus_safe.cli_login import login
 from primus_safe.cli_workload import LogFollower, workload_app
 from tests.conftest import ADMIN_PASSWORD, Platform
 from tests.fixtures.polling import poll_json
-from tests.fixtures.sshd import SSHFarm, SSHHost, sshd_farm
+from tests.fixtures.sshd import SSHFarm, SSHHost, farm_fixtures
 from tests.fixtures.workloads import WL, add_host_cluster, command
 from tests.fixtures.workloads import add_workspace as add_host_workspace
 from tests.fixtures.workspaces import add_workspace
@@ -131,15 +131,7 @@ async def test_commands_without_a_login_say_how_to_log_in(config_home: Path) -> 
 # --- workloads on sshd test hosts ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def farm() -> Iterator[SSHFarm]:
-    with sshd_farm(port=SSH_PORT) as started:
-        yield started
-
-
-@pytest.fixture(scope="module")
-def hosts(farm: SSHFarm) -> list[SSHHost]:
-    return farm.add_hosts(1)
+farm, hosts = farm_fixtures(SSH_PORT, 1)
 
 
 @pytest.fixture

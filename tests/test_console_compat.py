@@ -33,7 +33,7 @@ from tests.fixtures.registry import (
     skopeo_push,
     small_image,
 )
-from tests.fixtures.sshd import SSHFarm, SSHHost, sshd_farm
+from tests.fixtures.sshd import SSHFarm, SSHHost, farm_fixtures
 from tests.fixtures.workloads import HostCluster, add_host_cluster, add_workspace, command, workload_body
 
 SSH_PORT = 16540
@@ -42,15 +42,7 @@ INDEX = "<!doctype html><title>console</title><div id=app></div>"
 PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK0wmN/Cr3JXqmLW7u+g9pTh+wyqDHpSQEIQczXkVx9q console@test"
 
 
-@pytest.fixture(scope="module")
-def farm() -> Iterator[SSHFarm]:
-    with sshd_farm(port=SSH_PORT) as started:
-        yield started
-
-
-@pytest.fixture(scope="module")
-def hosts(farm: SSHFarm) -> list[SSHHost]:
-    return farm.add_hosts(2)
+farm, hosts = farm_fixtures(SSH_PORT, 2)
 
 
 @pytest.fixture(scope="module")

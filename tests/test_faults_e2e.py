@@ -6,11 +6,9 @@ over then, not before) and clears it after M answers."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
 from db.node_flavors import NodeFlavor
 from db.node_templates import NodeTemplate
@@ -20,12 +18,12 @@ from domain.nodes import ProbeInput, ProbeSummary
 from tests.conftest import Platform
 from tests.fixtures.histories import replay_and_keep
 from tests.fixtures.polling import poll_json
-from tests.fixtures.sshd import SSHFarm, SSHHost, sshd_farm
+from tests.fixtures.sshd import SSHFarm, SSHHost, farm_fixtures
 from tests.fixtures.workloads import (
     WL,
     HostCluster,
-    add_host_cluster,
     add_workspace,
+    cluster_fixture,
     submit,
     wait_phase,
     workload_body,
@@ -38,22 +36,8 @@ FAULTS = "/api/v1/faults"
 NODES = "/api/v1/nodes"
 
 
-@pytest.fixture(scope="module")
-def farm() -> Iterator[SSHFarm]:
-    with sshd_farm(port=SSH_PORT) as started:
-        yield started
-
-
-@pytest.fixture(scope="module")
-def hosts(farm: SSHFarm) -> list[SSHHost]:
-    return farm.add_hosts(2)
-
-
-@pytest.fixture
-async def cluster(
-    api: httpx.AsyncClient, platform: Platform, farm: SSHFarm, hosts: list[SSHHost]
-) -> HostCluster:
-    return await add_host_cluster(platform, farm, hosts)
+farm, hosts = farm_fixtures(SSH_PORT, 2)
+cluster = cluster_fixture()
 
 
 def node_of(detail: dict[str, Any]) -> str:

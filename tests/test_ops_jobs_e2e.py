@@ -10,7 +10,7 @@ import os
 import signal as signal_module
 import tarfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -33,7 +33,7 @@ from domain.timefmt import utcnow
 from tests.conftest import Platform
 from tests.fixtures.nodes import prepare_node_settings
 from tests.fixtures.polling import poll_json, until
-from tests.fixtures.sshd import SSHFarm, SSHHost, sshd_farm
+from tests.fixtures.sshd import SSHFarm, SSHHost, farm_fixtures
 from tests.fixtures.worker_processes import WorkerProcesses
 from tests.fixtures.workloads import (
     HostCluster,
@@ -61,15 +61,7 @@ TICK_ADDON = 'for i in $(seq 60); do echo tick >> "$HOME/ticks"; sleep 0.5; done
 REBOOT_STANDIN = '#!/bin/sh\necho "$(echo $SSH_CONNECTION | cut -d" " -f3)" >> "$HOME/reboot-requests"\n'
 
 
-@pytest.fixture(scope="module")
-def farm() -> Iterator[SSHFarm]:
-    with sshd_farm(port=SSH_PORT) as started:
-        yield started
-
-
-@pytest.fixture(scope="module")
-def hosts(farm: SSHFarm) -> list[SSHHost]:
-    return farm.add_hosts(4)
+farm, hosts = farm_fixtures(SSH_PORT, 4)
 
 
 @pytest.fixture

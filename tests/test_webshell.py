@@ -10,7 +10,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ from db.workspaces import WorkspaceManager
 from primus_safe.serve import ApiServer, RedactQueryTokens, api_server
 from tests.conftest import Platform, login, register
 from tests.fixtures.polling import until
-from tests.fixtures.sshd import SSHFarm, SSHHost, sshd_farm
+from tests.fixtures.sshd import SSHFarm, SSHHost, farm_fixtures
 from tests.fixtures.workloads import WL, add_host_cluster, add_workspace, submit, wait_phase, workload_body
 
 SSH_PORT = 16520
@@ -34,15 +34,7 @@ IDLE_HTTP_PORT = 16522
 SESSIONS = "/api/v1/webshell/sessions"
 
 
-@pytest.fixture(scope="module")
-def farm() -> Iterator[SSHFarm]:
-    with sshd_farm(port=SSH_PORT) as started:
-        yield started
-
-
-@pytest.fixture(scope="module")
-def hosts(farm: SSHFarm) -> list[SSHHost]:
-    return farm.add_hosts(1)
+farm, hosts = farm_fixtures(SSH_PORT, 1)
 
 
 @contextlib.asynccontextmanager

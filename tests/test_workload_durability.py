@@ -23,7 +23,7 @@ from primus_safe.bootstrap import ensure_admin
 from primus_safe.embedded import TemporalDevServer
 from tests.conftest import ADMIN_PASSWORD, Platform, login, make_settings
 from tests.fixtures.histories import replay_and_keep
-from tests.fixtures.sshd import SSHFarm, SSHHost, sshd_farm
+from tests.fixtures.sshd import SSHFarm, SSHHost, farm_fixtures
 from tests.fixtures.worker_processes import WorkerProcesses
 from tests.fixtures.workloads import WL, add_host_cluster, add_workspace, submit, wait_phase, workload_body
 from workflows.workload import WorkloadWorkflow
@@ -33,15 +33,7 @@ TEMPORAL_PORT = 17320
 TEMPORAL_UI_PORT = 17321
 
 
-@pytest.fixture(scope="module")
-def farm() -> Iterator[SSHFarm]:
-    with sshd_farm(port=SSH_PORT) as started:
-        yield started
-
-
-@pytest.fixture(scope="module")
-def hosts(farm: SSHFarm) -> list[SSHHost]:
-    return farm.add_hosts(2)
+farm, hosts = farm_fixtures(SSH_PORT, 2)
 
 
 @pytest.fixture

@@ -4,11 +4,9 @@ priority-2 workload, and a Deployment patched to 2 replicas."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
 from db import node_status
 from db.workspaces import bound_nodes
@@ -17,12 +15,12 @@ from domain.timefmt import utcnow
 from tests.conftest import Platform
 from tests.fixtures.histories import replay_and_keep
 from tests.fixtures.polling import poll_json
-from tests.fixtures.sshd import SSHFarm, SSHHost, sshd_farm
+from tests.fixtures.sshd import farm_fixtures
 from tests.fixtures.workloads import (
     WL,
     HostCluster,
-    add_host_cluster,
     add_workspace,
+    cluster_fixture,
     submit,
     wait_phase,
     workload_body,
@@ -33,22 +31,8 @@ SSH_PORT = 16472
 GPU = "amd.com/gpu"
 
 
-@pytest.fixture(scope="module")
-def farm() -> Iterator[SSHFarm]:
-    with sshd_farm(port=SSH_PORT) as started:
-        yield started
-
-
-@pytest.fixture(scope="module")
-def hosts(farm: SSHFarm) -> list[SSHHost]:
-    return farm.add_hosts(2)
-
-
-@pytest.fixture
-async def cluster(
-    api: httpx.AsyncClient, platform: Platform, farm: SSHFarm, hosts: list[SSHHost]
-) -> HostCluster:
-    return await add_host_cluster(platform, farm, hosts)
+farm, hosts = farm_fixtures(SSH_PORT, 2)
+cluster = cluster_fixture()
 
 
 def gpu_job(workspace_id: str, script: str, gpus: int, replicas: int = 1, **changes: Any) -> dict[str, Any]:

@@ -3,11 +3,9 @@ HostDriver, the workspace scheduler and the `workload/<id>` workflow."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client
 
@@ -15,12 +13,12 @@ from domain.timefmt import parse_time
 from tests.conftest import Platform
 from tests.fixtures.histories import replay_and_keep
 from tests.fixtures.polling import poll_json, until
-from tests.fixtures.sshd import SSHFarm, SSHHost, sshd_farm
+from tests.fixtures.sshd import SSHHost, farm_fixtures
 from tests.fixtures.workloads import (
     WL,
     HostCluster,
-    add_host_cluster,
     add_workspace,
+    cluster_fixture,
     submit,
     wait_phase,
     workload_body,
@@ -30,22 +28,8 @@ from workflows.workload import WorkloadWorkflow
 SSH_PORT = 16470
 
 
-@pytest.fixture(scope="module")
-def farm() -> Iterator[SSHFarm]:
-    with sshd_farm(port=SSH_PORT) as started:
-        yield started
-
-
-@pytest.fixture(scope="module")
-def hosts(farm: SSHFarm) -> list[SSHHost]:
-    return farm.add_hosts(2)
-
-
-@pytest.fixture
-async def cluster(
-    api: httpx.AsyncClient, platform: Platform, farm: SSHFarm, hosts: list[SSHHost]
-) -> HostCluster:
-    return await add_host_cluster(platform, farm, hosts)
+farm, hosts = farm_fixtures(SSH_PORT, 2)
+cluster = cluster_fixture()
 
 
 PRINT_RANKS = 'echo "rank=$RANK world=$WORLD_SIZE master=$MASTER_ADDR gpus=$CUDA_VISIBLE_DEVICES"'
