@@ -34,7 +34,8 @@ BATCH = 1000
 IGNORED = ("sqlalchemy", "aiosqlite", "psycopg", "asyncpg", __name__)
 """Loggers never stored: the writer's own database calls would log about themselves."""
 _WRITING: contextvars.ContextVar[bool] = contextvars.ContextVar("service_logs_writing", default=False)
-_ACTIVE: list[ServiceLogHandler] = []
+_ACTIVE: dict[str, ServiceLogHandler] = {}
+"""The handler writing to each database, by its URL: one per store in a process."""
 
 
 def service_of(logger_name: str, default: str) -> str:
@@ -150,19 +151,22 @@ async def service_logs(
     sessions: SessionFactory,
     service: str,
     *,
+    store: str = "",
     level: str = "INFO",
     capacity: int = 10_000,
     flush_seconds: float = 1.0,
 ) -> AsyncIterator[ServiceLogHandler | None]:
-    """Store this process's log records while inside; a second use in the same process (the API
-    and the worker of `up`) shares the first one's handler and yields None."""
-    if _ACTIVE:
+    """Store this process's log records while inside; a second use for the same `store` (the
+    database URL: the API and the worker of `up`) shares the first one's handler and yields
+    None. (Platforms on other databases in one process, as in the tests, each store every
+    record of the process.)"""
+    if store in _ACTIVE:
         yield None
         return
     handler = ServiceLogHandler(service, capacity=capacity, level=level.upper())
     root = logging.getLogger()
     root.addHandler(handler)
-    _ACTIVE.append(handler)
+    _ACTIVE[store] = handler
     stop = asyncio.Event()
 
     async def run() -> None:
@@ -179,7 +183,7 @@ async def service_logs(
         with contextlib.suppress(Exception):
             await task
         root.removeHandler(handler)
-        _ACTIVE.remove(handler)
+        del _ACTIVE[store]
         await flush(handler, sessions)
 
 
@@ -190,6 +194,7 @@ def of_settings(
     return service_logs(
         sessions,
         service,
+        store=settings.sqlalchemy_url,
         level=settings.service_log_level,
         capacity=settings.service_log_queue,
         flush_seconds=settings.service_log_flush_seconds,
