@@ -40,7 +40,7 @@ from tests.execution_contract import make_dispatch, wait_for
 from tests.fixtures.fake_kube import FakeKube
 from tests.fixtures.polling import until
 from tests.fixtures.sshd import SSHFarm, SSHHost, farm_fixtures
-from tests.fixtures.worker_processes import WorkerProcesses
+from tests.fixtures.worker_processes import WorkerProcesses, worker_env
 from tests.fixtures.workloads import (
     HostCluster,
     add_host_cluster,
@@ -363,19 +363,12 @@ async def killable(
     """The API in-process and its worker in a separate process (to be SIGKILLed), on the shared
     Temporal server and the module's database (emptied afterwards by `api`)."""
     settings = make_settings(tmp_path, database_url, temporal_env.client.service_client.config.target_host)
-    env = {
-        **os.environ,
-        "PRIMUS_DATABASE_URL": database_url,
-        "PRIMUS_TEMPORAL_ADDRESS": settings.temporal_address,
-        "PRIMUS_SECRET_KEY": settings.secret_key or "",
-        "PRIMUS_QUEUE_CONTROL": settings.queues.control,
-        "PRIMUS_QUEUE_SSH": settings.queues.ssh,
-        "PRIMUS_QUEUE_IMAGES": settings.queues.images,
-        "PRIMUS_QUEUE_WORKLOADS": settings.queues.workloads,
-        "PRIMUS_WORKLOAD_POLL_SECONDS": "0.5",
-        "PRIMUS_LOG_COLLECT_INTERVAL_SECONDS": "0.5",
-        "PRIMUS_SCHEDULER_PERIOD_SECONDS": "5",
-    }
+    env = worker_env(
+        settings,
+        workload_poll_seconds="0.5",
+        log_collect_interval_seconds="0.5",
+        scheduler_period_seconds="5",
+    )
     workers = WorkerProcesses(env, tmp_path)
     app = create_app(settings)
     try:

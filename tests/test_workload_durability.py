@@ -24,7 +24,7 @@ from primus_safe.embedded import TemporalDevServer
 from tests.conftest import ADMIN_PASSWORD, Platform, login, make_settings
 from tests.fixtures.histories import replay_and_keep
 from tests.fixtures.sshd import SSHFarm, SSHHost, farm_fixtures
-from tests.fixtures.worker_processes import WorkerProcesses
+from tests.fixtures.worker_processes import WorkerProcesses, worker_env
 from tests.fixtures.workloads import WL, add_host_cluster, add_workspace, submit, wait_phase, workload_body
 from workflows.workload import WorkloadWorkflow
 
@@ -63,18 +63,7 @@ async def world(tmp_path: Path) -> AsyncIterator[tuple[Platform, WorkerProcesses
     url = f"sqlite+aiosqlite:///{tmp_path / 'primus.db'}"
     upgrade(url)
     settings = make_settings(tmp_path, url, server.address)
-    env = {
-        **os.environ,
-        "PRIMUS_DATABASE_URL": url,
-        "PRIMUS_TEMPORAL_ADDRESS": server.address,
-        "PRIMUS_SECRET_KEY": settings.secret_key or "",
-        "PRIMUS_QUEUE_CONTROL": settings.queues.control,
-        "PRIMUS_QUEUE_SSH": settings.queues.ssh,
-        "PRIMUS_QUEUE_IMAGES": settings.queues.images,
-        "PRIMUS_QUEUE_WORKLOADS": settings.queues.workloads,
-        "PRIMUS_WORKLOAD_POLL_SECONDS": "0.5",
-        "PRIMUS_SCHEDULER_PERIOD_SECONDS": "5",
-    }
+    env = worker_env(settings, workload_poll_seconds="0.5", scheduler_period_seconds="5")
     workers = WorkerProcesses(env, tmp_path)
     app = create_app(settings)
     try:
