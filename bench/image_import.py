@@ -1,9 +1,11 @@
 """Benchmark: image import through the API versus `skopeo copy`, between two loopback registries.
 
-A ~200 MB image of 8 incompressible layers is imported (a) into an empty target and (b) into a
-target that already holds half of the layers, at least 3 runs each, alternating the two tools.
+A ~200 MB image of 8 incompressible layers is imported (a) into an empty target, (b) into a
+target that already holds half of the layers and (c) into one that holds all of them (only the
+manifests are copied), `--runs` runs each, alternating the two tools.
 Every run copies into a fresh repository of a freshly emptied target registry, so neither tool
-profits from an earlier run. Prints the medians and the ratio API / skopeo.
+profits from an earlier run. Prints the medians, the ratio API / skopeo and
+the peak RSS of the process holding the API and the worker.
 
     .venv/bin/python bench/image_import.py [--runs 3] [--mb 200]
 
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import statistics
 import subprocess
@@ -27,14 +28,16 @@ from pathlib import Path
 
 import httpx
 from cryptography.fernet import Fernet
+from fastapi import FastAPI
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.app import create_app
+from bench.worker_process import profile_summary, worker_process
 from db.migrate import upgrade
+from domain.images import TARGET_NAMESPACE, host_component
 from primus_safe.bootstrap import ensure_admin
 from primus_safe.settings import Settings, TaskQueues
-from primus_safe.worker import run_workers
 from tests.fixtures.registry import (
     SKOPEO_BIN,
     Registry,
@@ -49,6 +52,7 @@ from tests.fixtures.temporal import start_dev_server
 
 SOURCE_PORT, TARGET_PORT = 15015, 15016
 LAYERS = 8
+EMPTY, HALF, ALL = "empty target", "target holds half the layers", "target holds every layer"
 ADMIN_PASSWORD = "bench-admin-password"
 
 
@@ -102,7 +106,7 @@ async def api_import(http: httpx.AsyncClient, headers: dict[str, str], source: R
     return elapsed
 
 
-async def main(runs: int, total_mb: int) -> None:
+async def main(runs: int, total_mb: int, profile: Path | None) -> None:
     with tempfile.TemporaryDirectory(prefix="primus-bench-") as tmp:
         root = Path(tmp)
         print(f"building a {total_mb} MB image of {LAYERS} incompressible layers ...", flush=True)
@@ -111,13 +115,21 @@ async def main(runs: int, total_mb: int) -> None:
         with running_registries(root / "registries", specs) as regs:
             env = await start_dev_server(int(os.environ.get("PRIMUS_BENCH_TEMPORAL_PORT", "17305")))
             try:
-                await run_all(root, regs, env.client.service_client.config.target_host, full, half, runs)
+                await run_all(
+                    root, regs, env.client.service_client.config.target_host, full, half, runs, profile
+                )
             finally:
                 await env.shutdown()
 
 
 async def run_all(
-    root: Path, regs: dict[str, Registry], temporal: str, full: str, half: str, runs: int
+    root: Path,
+    regs: dict[str, Registry],
+    temporal: str,
+    full: str,
+    half: str,
+    runs: int,
+    profile: Path | None,
 ) -> None:
     db_url = f"sqlite+aiosqlite:///{root / 'primus.db'}"
     upgrade(db_url)
@@ -139,23 +151,32 @@ async def run_all(
     async with app.router.lifespan_context(app):
         state = app.state.primus
         await ensure_admin(state.sessions, settings)
-        stop = asyncio.Event()
-        worker = asyncio.create_task(run_workers(state.temporal, settings, state.sessions, stop))
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api", timeout=60) as http:
-            token = (
-                await http.post("/api/v1/login", json={"name": "root", "password": ADMIN_PASSWORD})
-            ).json()
-            headers = {"Authorization": f"Bearer {token['token']}"}
-            registry = {"name": "bench-source", "url": f"http://{regs['source'].host}", "insecure": True}
-            await http.post("/api/v1/image-registries", json=registry, headers=headers)
-            try:
-                for scenario in ("empty target", "target holds half the layers"):
-                    await scenario_runs(http, headers, regs, full, half, runs, scenario)
-            finally:
-                stop.set()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(worker, 30)
+        with worker_process(
+            settings,
+            root,
+            profile=profile,
+            images_internal_registry=regs["target"].host,
+            images_internal_insecure="true",
+            images_allow_loopback_sources="true",
+        ) as worker:
+            await run_scenarios(app, regs, full, half, runs)
+            print(f"\nworker peak RSS: {worker.peak_rss_mb():.0f} MiB (pid {worker.pid})")
+            threads = ", ".join(f"{name} {cpu:.1f}" for name, cpu in list(worker.thread_cpu().items())[:6])
+            print(f"worker CPU seconds by thread: {threads}", flush=True)
+    if profile is not None:
+        print(profile_summary(profile, 40))
+
+
+async def run_scenarios(app: FastAPI, regs: dict[str, Registry], full: str, half: str, runs: int) -> None:
+    """Log in as the administrator, register the source registry, time every scenario."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api", timeout=60) as http:
+        token = (await http.post("/api/v1/login", json={"name": "root", "password": ADMIN_PASSWORD})).json()
+        headers = {"Authorization": f"Bearer {token['token']}"}
+        registry = {"name": "bench-source", "url": f"http://{regs['source'].host}", "insecure": True}
+        await http.post("/api/v1/image-registries", json=registry, headers=headers)
+        for scenario in (EMPTY, HALF, ALL):
+            await scenario_runs(http, headers, regs, full, half, runs, scenario)
 
 
 async def scenario_runs(
@@ -174,9 +195,11 @@ async def scenario_runs(
             regs["target"] = restart_empty(regs["target"])
             repo = f"bench/{tool}-{index}-{uuid.uuid4().hex[:6]}"
             skopeo_push(full, regs["source"], f"{repo}:1")
-            target_repo = f"sync/{repo}"
-            if scenario != "empty target":
+            target_repo = f"{TARGET_NAMESPACE}/{host_component(regs['source'].host)}/{repo}"
+            if scenario == HALF:
                 skopeo_push(half, regs["target"], f"{target_repo}:half")
+            elif scenario == ALL:
+                skopeo_push(full, regs["target"], f"{target_repo}:full")
             if tool == "api":
                 api_times.append(await api_import(http, headers, regs["source"], repo))
             else:
@@ -196,8 +219,9 @@ async def scenario_runs(
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--mb", type=int, default=200)
+    parser.add_argument("--profile", type=Path, default=None, help="cProfile the worker into FILE")
     args = parser.parse_args()
-    asyncio.run(main(args.runs, args.mb))
+    asyncio.run(main(args.runs, args.mb, args.profile))
     os._exit(0)

@@ -1,15 +1,18 @@
 """Onboarding benchmark: N nodes registered through the API until all are Ready, beside ansible.
 
 Self-contained: starts a Temporal dev server, N sshd on 127.0.0.2.. (one host key each), the API
-in-process with its worker, on a SQLite database in a temporary directory (or PostgreSQL with
-`--database-url`), then stops every process it started.
+in-process and `primus-safe worker` in its own process (as in production), on a fresh SQLite
+database per run (or PostgreSQL with `--database-url`, emptied per run), then stops every
+process it started. Each of `--runs` runs is followed by ansible `true` with forks=N and by plain
+paramiko (log in + `true`) on the same hosts; the medians, the worker's CPU time and its peak RSS
+are printed. `--profile DIR` runs the worker under cProfile and prints its busiest functions.
 
 Each node goes through the real steps over SSH: reach (login with a key), fact discovery, and one
 real catalogue addon (`sysctl-inotify`, sandboxed with PRIMUS_ADDON_ROOT). ansible-core is
-installed into the running venv when missing (it is not a project dependency) and runs `true`
-on the same N hosts with its default forks and with forks=N.
+installed into the running venv when missing (`pip install -e '.[bench]'` installs it and py-spy).
 
-    .venv/bin/python bench/onboard.py [-n 100] [--database-url postgresql://...]
+    .venv/bin/python bench/onboard.py [-n 100] [--runs 5] [--profile DIR] [--default-forks]
+        [--database-url postgresql://...]
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
+import io
+import json
 import os
 import shutil
 import statistics
@@ -27,25 +31,29 @@ import sysconfig
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
+import paramiko
 from cryptography.fernet import Fernet
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
 
 from api.app import create_app
 from api.state import AppState
+from bench.worker_process import profile_summary, worker_process
 from db.migrate import upgrade
 from db.node_flavors import NodeFlavor
 from db.node_templates import NodeTemplate
 from db.nodes import Node
 from db.secrets import Secret
+from db.urls import sync_url
 from domain.timefmt import utcnow
 from primus_safe.bootstrap import ensure_admin
 from primus_safe.settings import Settings, TaskQueues
-from primus_safe.worker import run_workers
 from tests.fixtures.nodes import this_machine_flavor
 from tests.fixtures.sshd import SSHFarm, SSHHost, sshd_farm
 from tests.fixtures.temporal import start_dev_server
@@ -155,17 +163,19 @@ async def report_per_node(state: AppState) -> None:
         )
 
 
-async def onboard(settings: Settings, farm: SSHFarm, hosts: list[SSHHost]) -> tuple[float, dict[str, int]]:
-    """Register every host through the API; seconds until all are Ready, and the final phases."""
+async def onboard(
+    settings: Settings, farm: SSHFarm, hosts: list[SSHHost], work: Path, profile: Path | None
+) -> Run:
+    """Register every host through the API, with the worker in its own process; the run's figures."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         state: AppState = app.state.primus
         await ensure_admin(state.sessions, settings)
         await seed(state, farm)
-        stop = asyncio.Event()
-        worker = asyncio.create_task(run_workers(state.temporal, settings, state.sessions, stop))
-        transport = httpx.ASGITransport(app=app)
-        try:
+        commands = json.dumps(settings.node_commands)
+        with worker_process(settings, work, profile=profile, node_commands=commands) as worker:
+            cpu_before = worker.cpu_seconds()
+            transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=60) as http:
                 resp = await http.post("/api/v1/login", json={"name": "root", "password": ADMIN_PASSWORD})
                 headers = {"Authorization": f"Bearer {resp.json()['token']}"}
@@ -187,10 +197,6 @@ async def onboard(settings: Settings, farm: SSHFarm, hosts: list[SSHHost]) -> tu
                 started = time.monotonic()
                 await asyncio.gather(*(register(host) for host in hosts))
                 registered = time.monotonic() - started
-                print(
-                    f"  {len(hosts)} nodes registered in {registered:.2f} s; waiting for Ready ...",
-                    flush=True,
-                )
                 phases: dict[str, int] = {}
                 while time.monotonic() - started < 600:
                     items = (await http.get("/api/v1/nodes", params={"limit": -1}, headers=headers)).json()[
@@ -209,63 +215,156 @@ async def onboard(settings: Settings, farm: SSHFarm, hosts: list[SSHHost]) -> tu
                         break
                     await asyncio.sleep(0.1)
                 elapsed = time.monotonic() - started
-                await report_per_node(state)
-                return elapsed, phases
-        finally:
-            stop.set()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(worker, timeout=30)
+            result = Run(
+                seconds=elapsed,
+                registered_seconds=registered,
+                phases=phases,
+                worker_peak_mb=worker.peak_rss_mb(),
+                worker_cpu_seconds=worker.cpu_seconds() - cpu_before,
+                worker_threads=worker.thread_cpu(),
+            )
+        await report_per_node(state)
+        return result
+
+
+@dataclass
+class Run:
+    """One onboarding run's figures."""
+
+    seconds: float
+    registered_seconds: float
+    phases: dict[str, int]
+    worker_peak_mb: float
+    worker_cpu_seconds: float
+    worker_threads: dict[str, float]
+
+
+def paramiko_pass(farm: SSHFarm, hosts: list[SSHHost]) -> float:
+    """Seconds for plain paramiko to log in and run `true` on every host at once (the floor)."""
+    key = paramiko.Ed25519Key.from_private_key(io.StringIO(farm.private_key_pem))
+
+    def one(host: SSHHost) -> None:
+        with paramiko.SSHClient() as client:
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+            client.connect(
+                host.address,
+                port=host.port,
+                username=farm.user,
+                pkey=key,
+                allow_agent=False,
+                look_for_keys=False,
+                timeout=30,
+            )
+            _, out, _ = client.exec_command("true")
+            out.channel.recv_exit_status()
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+        list(pool.map(one, hosts))
+    return time.monotonic() - started
+
+
+def bench_settings(work: Path, url: str, farm: SSHFarm) -> Settings:
+    """Settings of one run: its own task queues, the farm's sandboxed addon root."""
+    run = uuid.uuid4().hex[:8]
+    return Settings(
+        data_dir=work,
+        database_url=url,
+        temporal_address=f"127.0.0.1:{TEMPORAL_PORT}",
+        secret_key=Fernet.generate_key().decode(),
+        admin_password=ADMIN_PASSWORD,
+        queues=TaskQueues(
+            control=f"control-{run}", ssh=f"ssh-{run}", images=f"images-{run}", workloads=f"workloads-{run}"
+        ),
+        node_commands={
+            "run_addon": ["env", f"PRIMUS_ADDON_ROOT={farm.home}/bench-sysroot", "bash", "{script}"]
+        },
+    )
+
+
+def fresh_database(work: Path, run: int, database_url: str | None) -> str:
+    """A new SQLite file per run, or the given PostgreSQL database emptied and migrated."""
+    if database_url is None:
+        url = f"sqlite+aiosqlite:///{work / f'primus-{run}.db'}"
+    else:
+        url = database_url
+        engine = create_engine(sync_url(url))
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        engine.dispose()
+    upgrade(url)
+    return url
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--nodes", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=5, help="onboarding and ansible forks=N runs")
+    parser.add_argument("--default-forks", action="store_true", help="also time ansible's default forks")
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temporary directory")
+    parser.add_argument("--profile", type=Path, default=None, help="cProfile the worker into DIR")
     args = parser.parse_args()
     ansible = ensure_ansible()
     work = Path(tempfile.mkdtemp(prefix="primus-bench-"))
     env = await start_dev_server(TEMPORAL_PORT)
+    runs: list[Run] = []
+    forks: list[float] = []
+    floor: list[float] = []
+    defaults: list[float] = []
+    failures: list[str] = []
     try:
         with sshd_farm(SSH_PORT) as farm:
             hosts = farm.add_hosts(args.nodes)
             print(f"{len(hosts)} sshd on {hosts[0].address}..{hosts[-1].address}:{SSH_PORT}", flush=True)
-            url = args.database_url or f"sqlite+aiosqlite:///{work / 'primus.db'}"
-            upgrade(url)
-            run = uuid.uuid4().hex[:8]
-            settings = Settings(
-                data_dir=work,
-                database_url=url,
-                temporal_address=f"127.0.0.1:{TEMPORAL_PORT}",
-                secret_key=Fernet.generate_key().decode(),
-                admin_password=ADMIN_PASSWORD,
-                queues=TaskQueues(
-                    control=f"control-{run}",
-                    ssh=f"ssh-{run}",
-                    images=f"images-{run}",
-                    workloads=f"workloads-{run}",
-                ),
-                node_commands={
-                    "run_addon": ["env", f"PRIMUS_ADDON_ROOT={farm.home}/bench-sysroot", "bash", "{script}"]
-                },
-            )
-            primus_seconds, phases = await onboard(settings, farm, hosts)
-            print(f"  final phases: {phases}", flush=True)
-            default_seconds = run_ansible(ansible, farm, hosts, work, None)
-            forks_seconds = run_ansible(ansible, farm, hosts, work, len(hosts))
+            for index in range(args.runs):
+                url = fresh_database(work, index, args.database_url)
+                profile = None
+                if args.profile is not None:
+                    args.profile.mkdir(parents=True, exist_ok=True)
+                    profile = args.profile / f"onboard-worker-{index + 1}.pstats"
+                run = await onboard(bench_settings(work, url, farm), farm, hosts, work, profile)
+                runs.append(run)
+                if run.phases.get("Ready") != len(hosts):
+                    failures.append(f"run {index + 1}: not every node became Ready: {run.phases}")
+                forks.append(run_ansible(ansible, farm, hosts, work, len(hosts)))
+                floor.append(paramiko_pass(farm, hosts))
+                if args.default_forks:
+                    defaults.append(run_ansible(ansible, farm, hosts, work, None))
+                print(
+                    f"run {index + 1}/{args.runs}: primus-safe {run.seconds:.2f} s "
+                    f"(registrations {run.registered_seconds:.2f} s, "
+                    f"worker CPU {run.worker_cpu_seconds:.1f} s, "
+                    f"worker peak RSS {run.worker_peak_mb:.0f} MiB), ansible forks=N {forks[-1]:.2f} s, "
+                    f"paramiko {floor[-1]:.2f} s",
+                    flush=True,
+                )
+                threads = ", ".join(f"{name} {cpu:.1f}" for name, cpu in list(run.worker_threads.items())[:6])
+                print(f"  worker CPU seconds by thread: {threads}", flush=True)
+                if profile is not None:
+                    print(profile_summary(profile, 40), flush=True)
     finally:
         await env.shutdown()
         shutil.rmtree(work, ignore_errors=True)
     n = len(hosts)
+
+    def row(label: str, values: list[float]) -> None:
+        each = ", ".join(f"{v:.2f}" for v in values)
+        print(f"{label:66} {statistics.median(values):8.2f}   ({each})")
+
     print()
-    print(f"{'what':72} {'seconds':>8}")
-    label = f"primus-safe: {n} nodes registered -> all Ready (reach, facts, 1 addon)"
-    print(f"{label:72} {primus_seconds:8.2f}")
-    print(f"{f'ansible: `true` on {n} hosts, default forks (5)':72} {default_seconds:8.2f}")
-    print(f"{f'ansible: `true` on {n} hosts, forks={n}':72} {forks_seconds:8.2f}")
-    print(f"ratio primus-safe / ansible default forks: {primus_seconds / default_seconds:.2f}")
-    print(f"ratio primus-safe / ansible forks={n}:    {primus_seconds / forks_seconds:.2f}")
-    if phases.get("Ready") != n:
-        raise SystemExit(f"not every node became Ready: {phases}")
+    print(f"{f'what (median of {args.runs} runs)':66} {'seconds':>8}")
+    row(f"primus-safe: {n} nodes registered -> all Ready (reach, facts, 1 addon)", [r.seconds for r in runs])
+    row(f"primus-safe: the {n} registration requests answered", [r.registered_seconds for r in runs])
+    row(f"ansible: `true` on {n} hosts, forks={n}", forks)
+    if defaults:
+        row(f"ansible: `true` on {n} hosts, default forks (5)", defaults)
+    row(f"paramiko: log in + `true` on {n} hosts at once", floor)
+    row("worker CPU seconds per run", [r.worker_cpu_seconds for r in runs])
+    ratios = [r.seconds / f for r, f in zip(runs, forks, strict=True)]
+    print(f"ratio primus-safe / ansible forks={n}: median {statistics.median(ratios):.2f}")
+    print(f"worker peak RSS: max {max(r.worker_peak_mb for r in runs):.0f} MiB")
+    if failures:
+        raise SystemExit("; ".join(failures))
 
 
 if __name__ == "__main__":
