@@ -3,8 +3,11 @@ connection."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
+import time
 from typing import Any
 
 from sqlalchemy import event
@@ -27,10 +30,40 @@ _GATES: dict[str, threading.Lock] = {}
 _GATES_LOCK = threading.Lock()
 
 
+_LOCK_FILES: dict[str, int] = {}
+LOCK_POLL_SECONDS = 0.001
+"""How often the one waiting writer of a process retries the other processes' lock."""
+
+
 def write_gate(database: str) -> threading.Lock:
     """The in-process write gate of a SQLite database file (one per path)."""
     with _GATES_LOCK:
         return _GATES.setdefault(database, threading.Lock())
+
+
+def _lock_file(database: str) -> int | None:
+    """The open `<database>-writer` lock file shared with the other processes on the database
+    (None for an in-memory or URI database)."""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    with _GATES_LOCK:
+        fd = _LOCK_FILES.get(database)
+        if fd is None:
+            fd = os.open(f"{database}-writer", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            _LOCK_FILES[database] = fd
+        return fd
+
+
+def _take_file_lock(fd: int, deadline: float) -> bool:
+    """Take the cross-process writer lock by `deadline` (monotonic); False when it passed."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(LOCK_POLL_SECONDS)
 
 
 class WriteGatedCursor(sqlite3.Cursor):
@@ -54,11 +87,19 @@ class WriteGatedConnection(sqlite3.Connection):
     under load (one event loop for the API and the worker) creates waited up to 12 s, and past the
     busy timeout answered 500 "database is locked". With it they queue on a lock that wakes the
     next one at once (each connection has its own thread in aiosqlite, so the event loop never
-    blocks). Other processes on the same file still meet the busy handler."""
+    blocks).
+
+    Between processes (the API and the worker of `primus-safe up` share one file) the gate holder
+    also takes an exclusive `flock` on `<database>-writer`, which only one thread per process
+    ever waits for, polling every millisecond: without it a writer of one process slept in the
+    busy handler while the other process's writers handed the lock to each other, and the API's
+    inserts waited seconds behind an onboarding worker. Programs that do not take it (the
+    sqlite3 shell, Alembic) still meet the busy handler."""
 
     def __init__(self, database: str, *args: Any, **kwargs: Any) -> None:
         super().__init__(database, *args, **kwargs)
         self._gate = write_gate(str(database))
+        self._lock_fd = _lock_file(str(database))
         self._wait = float(kwargs.get("timeout", 5.0))
         self._holding = False
 
@@ -74,14 +115,23 @@ class WriteGatedConnection(sqlite3.Connection):
     def before_statement(self, sql: str) -> None:
         if self._holding or self.in_transaction or not sql.lstrip()[:7].upper().startswith(_WRITES):
             return
+        deadline = time.monotonic() + self._wait
         if not self._gate.acquire(timeout=self._wait):
+            raise sqlite3.OperationalError("database is locked")
+        if self._lock_fd is not None and not _take_file_lock(self._lock_fd, deadline):
+            self._gate.release()
             raise sqlite3.OperationalError("database is locked")
         self._holding = True
 
+    def _give_back(self) -> None:
+        self._holding = False
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        self._gate.release()
+
     def _release(self) -> None:
         if self._holding and not self.in_transaction:
-            self._holding = False
-            self._gate.release()
+            self._give_back()
 
     def commit(self) -> None:
         try:
@@ -100,8 +150,7 @@ class WriteGatedConnection(sqlite3.Connection):
             super().close()
         finally:
             if self._holding:
-                self._holding = False
-                self._gate.release()
+                self._give_back()
 
 
 def create_engine(url: str) -> AsyncEngine:

@@ -1,9 +1,14 @@
-"""The in-process SQLite write gate (`db.session.WriteGatedConnection`): one write transaction
-at a time per database file, handed over at commit or rollback, reads never gated."""
+"""The SQLite write gate (`db.session.WriteGatedConnection`): one write transaction at a time
+per database file, in this process and across processes, handed over at commit or rollback,
+reads never gated."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -82,3 +87,66 @@ def test_a_writer_gives_up_after_its_timeout_as_sqlite_would(path: Path) -> None
     second.commit()
     first.close()
     second.close()
+
+
+HOLDER = """
+import sys
+from db.session import WriteGatedConnection
+import sqlite3
+conn = sqlite3.connect(sys.argv[1], factory=WriteGatedConnection)
+conn.execute("INSERT INTO t (v) VALUES ('other process')")
+print("holding", flush=True)
+sys.stdin.readline()
+conn.commit()
+print("committed", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_the_writer_of_another_process_holds_the_lock_file_until_it_commits(path: Path) -> None:
+    """The API and the worker are two processes on one file: a writer of one holds an exclusive
+    flock on `<db>-writer` for its whole transaction, so the other's writer waits on it."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline().strip() == "holding"
+        probe = os.open(f"{path}-writer", os.O_RDWR)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        mine = connect(path, timeout=0.2)
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            mine.execute("INSERT INTO t (v) VALUES ('mine')")
+        assert not write_gate(str(path)).locked()  # the failed attempt gave the gate back
+
+        waiting = connect(path, timeout=10)
+        done = threading.Event()
+
+        def write() -> None:
+            waiting.execute("INSERT INTO t (v) VALUES ('after')")
+            waiting.commit()
+            done.set()
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        assert not done.wait(0.3)  # waits for the other process, does not fail
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "committed"
+        assert done.wait(5)
+        writer.join()
+        rows = [r[0] for r in waiting.execute("SELECT v FROM t ORDER BY id")]
+        assert rows == ["other process", "after"]
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody holds it now
+        fcntl.flock(probe, fcntl.LOCK_UN)
+        os.close(probe)
+        mine.close()
+        waiting.close()
+    finally:
+        holder.kill()
+        holder.wait()
