@@ -235,7 +235,12 @@ def _attributes(node: Node) -> TypedSearchAttributes:
 
 async def _insert(session: Session, node: Node) -> None:
     """Insert the node; 409 for a taken IP. SQLite may report the database locked while many
-    nodes onboard at once: the insert is retried a few times before giving up."""
+    nodes onboard at once: the insert is retried a few times before giving up.
+
+    The checks' read transaction ends first (the unique IP keeps the check honest): on SQLite
+    a transaction holding a read snapshot cannot become the writer once another process (the
+    worker) has written since, and fails at once instead of waiting for the lock."""
+    await session.commit()
     for attempt in range(INSERT_ATTEMPTS):
         session.add(node)
         try:
