@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -168,6 +168,18 @@ class NodeActivities:
         with contextlib.suppress(logs.OwnerGone):
             await self._write(write)
 
+    async def _log_lines(self, node_id: str, lines: _Lines) -> None:
+        """Write (and forget) the waiting lines, each at its own time."""
+
+        async def write(session: AsyncSession) -> None:
+            _add_lines(session, node_id, lines)
+            await _append(session, node_id, [])
+
+        if lines.items:
+            with contextlib.suppress(logs.OwnerGone):
+                await self._write(write)
+            lines.items.clear()
+
     async def _begin(self, node_id: str, step: rules.Step, index: int = 0) -> Node:
         activity.heartbeat({"step": rules.STEP_TITLES[step], "index": index})
         node = await self._load(node_id)
@@ -190,10 +202,13 @@ class NodeActivities:
         limit: float,
         beat: Callable[[], None],
         hangup: bool = False,
+        pending: _Lines | None = None,
     ) -> None:
         """Run a command, storing each output line as a node log line while it runs. With
-        `hangup`, cancelling the activity (a stopped job) closes the connection, which ends the
-        remote command (see `SSHConnection.run`)."""
+        `pending`, lines waiting there go with the first write, and the output of the last
+        moments is left there for the caller's write. With `hangup`, cancelling the activity (a
+        stopped job) closes the connection, which ends the remote command (see
+        `SSHConnection.run`)."""
         loop = asyncio.get_running_loop()
         lines: asyncio.Queue[str] = asyncio.Queue()
 
@@ -207,7 +222,11 @@ class NodeActivities:
             while True:
                 done = await _wait_briefly(job, LOG_FLUSH_SECONDS)
                 batch = _drain(lines)
-                if batch:
+                if pending is not None:
+                    pending.extend(batch)
+                    if not done and batch:
+                        await self._log_lines(node_id, pending)
+                elif batch:
                     await self._log(node_id, *batch)
                 beat()
                 if done:
@@ -220,6 +239,132 @@ class NodeActivities:
         job.result()
 
     # --- onboarding steps (ssh queue) -------------------------------------------------------------
+
+    @activity.defn(name="node.prepare")
+    async def prepare(self, params: rules.PrepareInput) -> list[str]:
+        """Reach the node, set its host name and discover its facts in one pass over one
+        connection, from `params.start` (a retry resumes at the step its heartbeat names).
+
+        What the pass found (the trusted host key, the facts, its log lines) is recorded in one
+        transaction at its end, which also makes `addons` the node's step; a failing pass records
+        its lines before it fails. Returns the flavor mismatches."""
+        details = activity.info().heartbeat_details
+        start = params.start
+        if details and isinstance(details[0], dict) and details[0].get("step") in _PREPARE_BY_TITLE:
+            start = max(start, _PREPARE_BY_TITLE[details[0]["step"]], key=rules.PREPARE_STEPS.index)
+        steps = rules.PREPARE_STEPS[rules.PREPARE_STEPS.index(start) :]
+        node = await self._begin(params.node_id, start)
+        lines = _Lines()
+        fingerprint = ""
+        try:
+            async with self._ssh(node, reuse=start != "reach") as conn:
+                fingerprint = conn.host_fingerprint
+                where = "this machine (local node, no SSH)"
+                if not node.local:
+                    where = f"{node.private_ip}:{node.port} over SSH"
+                lines.add(f"reached {where}")
+                if "hostname" in steps:
+                    activity.heartbeat({"step": rules.STEP_TITLES["hostname"]})
+                    await self._hostname_on(conn, node, lines)
+                activity.heartbeat({"step": rules.STEP_TITLES["facts"]})
+                try:
+                    result = await self._blocking(
+                        lambda: conn.run(["sh", "-c", rules.FACTS_SCRIPT], timeout=60)
+                    )
+                except SSHError as err:
+                    raise _ssh_failure(err) from err
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._record_pass(node, lines, fingerprint)
+            raise
+        facts = rules.parse_facts(result.output)
+        problems = await self._flavor_problems(node, facts)
+        await self._record_pass(node, lines, fingerprint, facts=facts, problems=problems)
+        return problems
+
+    async def _hostname_on(self, conn: Connection, node: Node, lines: _Lines) -> None:
+        """The host-name step of a pass: nothing to do without one, else set it when it differs."""
+        if not node.hostname:
+            return
+        if rules.hostname_error(node.hostname):
+            raise _fail(f"invalid host name {node.hostname!r}", Failure.HOSTNAME_FAILED)
+        template = self._config().commands.get("set_hostname")
+        if not template:
+            raise _fail(
+                "no set_hostname command is configured (PRIMUS_NODE_COMMANDS)", Failure.HOSTNAME_FAILED
+            )
+        try:
+            current = await self._blocking(lambda: conn.run(["hostname"], timeout=30).output.strip())
+            if current == node.hostname:
+                lines.add(f"host name is already {node.hostname}")
+                return
+            argv = rules.render_command(template, hostname=node.hostname)
+            output = await self._blocking(lambda: conn.run(argv, timeout=60))
+            lines.extend(output.output.splitlines())
+        except CommandFailed as err:
+            lines.extend(err.output.splitlines())
+            lines.add(f"setting the host name failed: {err.reason}", level="ERROR")
+            raise _fail(
+                f"setting the host name to {node.hostname} failed: {err.reason}", Failure.HOSTNAME_FAILED
+            ) from err
+        except SSHError as err:
+            raise _ssh_failure(err) from err
+        lines.add(f"host name set to {node.hostname}")
+
+    async def _flavor_problems(self, node: Node, facts: rules.NodeFacts) -> list[str]:
+        async with self._sessions() as session:
+            flavor = await session.get(NodeFlavor, node.flavor_id)
+        if flavor is None:
+            return [f"node flavor {node.flavor_id} not found"]
+        return rules.flavor_mismatches(facts, flavor.spec)
+
+    async def _record_pass(
+        self,
+        node: Node,
+        lines: _Lines,
+        fingerprint: str,
+        *,
+        facts: rules.NodeFacts | None = None,
+        problems: Sequence[str] = (),
+    ) -> None:
+        """One transaction for what a `prepare` pass found: the host key trusted on first use,
+        the facts (then `addons` is the node's step) and every line, each at its own time."""
+        problem = "; ".join(problems)
+        if facts is not None:
+            gpus = f"{facts.gpu_count} GPUs ({facts.gpu_tool})" if facts.gpu_tool else "no GPUs"
+            lines.add(
+                f"facts: {facts.cpu_cores} CPU cores, {facts.memory_bytes} bytes memory, {gpus}, "
+                + ", ".join(f"disk {d.name} {d.size} bytes{' (/)' if d.root else ''}" for d in facts.disks)
+            )
+            if problem:
+                lines.add(f"flavor mismatch: {problem}", level="WARN")
+
+        async def write(session: AsyncSession) -> None:
+            now = utcnow()
+            items = list(lines.items)
+            first_use = fingerprint and not node.host_key_fingerprint
+            if first_use and await node_status.trust_host_key(
+                session, node_id=node.id, fingerprint=fingerprint, now=now
+            ):
+                at = items[0][0] if items else now
+                items.insert(0, (at, "INFO", f"trusted host key {fingerprint} on first use"))
+            if facts is not None:
+                booted = now - timedelta(seconds=facts.uptime_seconds) if facts.uptime_seconds else None
+                await node_status.record_facts(
+                    session,
+                    node_id=node.id,
+                    facts=facts.model_dump(mode="json"),
+                    problem=problem,
+                    boot_time=booted,
+                    now=now,
+                )
+                await node_status.begin_step(session, node_id=node.id, step="addons", now=now)
+            _add_lines(session, node.id, items)
+            await _append(session, node.id, [])  # the node must still exist
+
+        if lines.items or facts is not None:
+            with contextlib.suppress(logs.OwnerGone):
+                await self._write(write)
 
     @activity.defn(name="node.reach")
     async def reach(self, node_id: str) -> str:
@@ -319,7 +464,10 @@ class NodeActivities:
 
     @activity.defn(name="node.install_addons")
     async def install_addons(self, node_id: str) -> list[str]:
-        """Install the template's addons in order, skipping those already installed. Returns the names."""
+        """Install the template's addons in order, skipping those already installed. Returns the names.
+
+        Each addon's progress is one transaction after it ran (its lines, and the addon counted
+        as done); a long addon's output is written while it runs."""
         details = activity.info().heartbeat_details
         resume_index = int(details[0].get("index", 0)) if details and isinstance(details[0], dict) else 0
         node = await self._begin(node_id, "addons", resume_index)
@@ -328,45 +476,44 @@ class NodeActivities:
         if template is None:
             raise _fail(f"node template {node.template_id} not found", Failure.NOT_FOUND)
         template_id = node.template_id
-        done = list(node.addons_done) if node.addons_template_id == template_id else []
-        if node.addons_template_id != template_id:
-            await self._write(
-                partial(node_status.start_addons, node_id=node_id, template_id=template_id, now=utcnow())
-            )
+        switching = node.addons_template_id != template_id
+        done = [] if switching else list(node.addons_done)
         addons = list(template.addons)
+        lines = _Lines()
         if resume_index:
-            await self._log(node_id, f"resuming addon installation at #{resume_index + 1}")
+            lines.add(f"resuming addon installation at #{resume_index + 1}")
         template_cmd = self._config().commands.get("run_addon") or ["sudo", "-n", "bash", "{script}"]
         todo = [(index, name) for index, name in enumerate(addons) if name not in done]
 
-        async def record(session: AsyncSession, *, installed: bool, line: str = "") -> None:
+        async def record(session: AsyncSession, *, installed: bool) -> None:
+            now = utcnow()
+            if switching:  # guarded: applies once, and only while another template's progress is kept
+                await node_status.start_addons(session, node_id=node_id, template_id=template_id, now=now)
             await node_status.record_addons(
-                session,
-                node_id=node_id,
-                template_id=template_id,
-                done=done,
-                installed=installed,
-                now=utcnow(),
+                session, node_id=node_id, template_id=template_id, done=done, installed=installed, now=now
             )
-            if line:
-                await _append(session, node_id, [line])
+            _add_lines(session, node_id, lines)
+
+        async def save(*, installed: bool) -> None:
+            with contextlib.suppress(logs.OwnerGone):
+                await self._write(partial(record, installed=installed))
+            lines.items.clear()
 
         if todo:
             async with self._ssh(node, keep=False) as conn:
                 try:
                     await self._blocking(partial(conn.run, ["mkdir", "-p", ADDON_DIR], timeout=30))
                     for index, name in todo:
-                        await self._install_one(conn, node_id, index, addons, list(template_cmd))
+                        await self._install_one(conn, node_id, index, addons, list(template_cmd), lines=lines)
                         done.append(name)
-                        with contextlib.suppress(logs.OwnerGone):
-                            await self._write(
-                                partial(record, installed=False, line=f"addon {name} installed")
-                            )
+                        lines.add(f"addon {name} installed")
+                        await save(installed=index == todo[-1][0])
                 except SSHError as err:
                     raise _ssh_failure(err) from err
-        elif not node.local:
-            self._pool.discard(await self._target(node))
-        await self._write(partial(record, installed=True))
+        else:
+            if not node.local:
+                self._pool.discard(await self._target(node))
+            await save(installed=True)
         return done
 
     async def _install_one(
@@ -378,14 +525,22 @@ class NodeActivities:
         template_cmd: list[str],
         *,
         hangup: bool = False,
+        lines: _Lines | None = None,
     ) -> None:
+        """Copy the addon's script to the node and run it. With `lines`, its lines are left there
+        for the caller's next write (output is written meanwhile only while it runs long);
+        without, each is written at once."""
         name = addons[index]
         step = {"step": rules.STEP_TITLES["addons"], "index": index, "addon": name}
         activity.heartbeat(step)
         script = self._addon_script(name)
         path = f"{ADDON_DIR}/{name}.sh"
         await self._blocking(partial(conn.put, script.encode(), path, mode=0o700))
-        await self._log(node_id, f"addon {name} ({index + 1}/{len(addons)}) started")
+        started = f"addon {name} ({index + 1}/{len(addons)}) started"
+        if lines is None:
+            await self._log(node_id, started)
+        else:
+            lines.add(started)
         try:
             await self._run_logged(
                 conn,
@@ -394,9 +549,12 @@ class NodeActivities:
                 limit=self._config().ssh.command_timeout_seconds,
                 beat=partial(activity.heartbeat, step),
                 hangup=hangup,
+                pending=lines,
             )
         except CommandFailed as err:
             message = f"addon {name} failed with exit code {err.exit_code}"
+            if lines is not None:
+                await self._log_lines(node_id, lines)
             await self._log(node_id, message, level="ERROR")
             raise _fail(f"{message}: {err.reason}"[:1000], Failure.ADDON_FAILED) from err
 
@@ -722,6 +880,14 @@ async def _append(session: AsyncSession, node_id: str, lines: Sequence[str], *, 
     )
 
 
+def _add_lines(session: AsyncSession, node_id: str, lines: _Lines | Sequence[_Line]) -> None:
+    """Queue lines, each at its own time, in the caller's transaction."""
+    for at, level, text in lines.items if isinstance(lines, _Lines) else lines:
+        logs.add_lines(
+            session, resource=LogResource.NODE, resource_id=node_id, lines=[text], at=at, level=level
+        )
+
+
 async def _wait_briefly(job: asyncio.Future[Any], seconds: float) -> bool:
     """Wait up to `seconds` for `job`; True when it finished (its result is read by the caller)."""
     done, _ = await asyncio.wait({job}, timeout=seconds)
@@ -733,3 +899,24 @@ def _drain(queue: asyncio.Queue[str]) -> list[str]:
     while not queue.empty():
         batch.append(queue.get_nowait())
     return batch
+
+
+_PREPARE_BY_TITLE: dict[str, rules.Step] = {rules.STEP_TITLES[step]: step for step in rules.PREPARE_STEPS}
+
+
+_Line = tuple[datetime, str, str]
+"""(when, level, text) of a log line waiting to be written."""
+
+
+class _Lines:
+    """Log lines of a pass, each stamped when it happened, written together at its end."""
+
+    def __init__(self) -> None:
+        self.items: list[_Line] = []
+
+    def add(self, text: str, *, level: str = "INFO") -> None:
+        self.items.append((utcnow(), level, text))
+
+    def extend(self, texts: Sequence[str], *, level: str = "INFO") -> None:
+        for text in texts:
+            self.add(text, level=level)

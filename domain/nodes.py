@@ -362,6 +362,17 @@ class NodeTimings(BaseModel):
     retry_interval: float = 2.0
 
 
+PREPARE_STEPS: tuple[Step, ...] = ("reach", "hostname", "facts")
+"""The steps `node.prepare` runs in one pass over one connection (the addons follow separately)."""
+
+
+class PrepareInput(BaseModel):
+    """Where an SSH pass of `node.prepare` starts (one of PREPARE_STEPS)."""
+
+    node_id: str
+    start: Step = "reach"
+
+
 class FinishInput(BaseModel):
     """The outcome of an onboarding pass, written by the `node.finish` activity."""
 

@@ -163,6 +163,7 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
         client,
         task_queue=settings.queues.ssh,
         activities=[
+            nodes.prepare,
             nodes.reach,
             nodes.set_hostname,
             nodes.discover_facts,

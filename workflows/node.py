@@ -1,11 +1,13 @@
 """The node entity workflow (`node/<id>`): onboarding steps, reconfiguration, deletion.
 
-Registration starts it. It reaches the node, sets its host name, discovers facts and installs
-the template's addons, then waits for signals: `reconfigure(step)` re-runs from that step (a
-changed IP/port/secret from `reach`, a changed flavor from `facts`, a changed template from
-`addons`), `observed(phase)` mirrors a probe verdict into the search attributes, `delete` stops
-any step in flight and removes the node. The current step is a query, the PrimusPhase search
-attribute and the heartbeat details of the running activity.
+Registration starts it. It reaches the node, sets its host name and discovers facts (one
+activity, one SSH connection), installs the template's addons, then waits for signals:
+`reconfigure(step)` re-runs from that step (a changed IP/port/secret from `reach`, a changed
+flavor from `facts`, a changed template from `addons`), `observed(phase)` mirrors a probe
+verdict into the search attributes, `delete` stops any step in flight and removes the node.
+The current step is in the heartbeat details of the running activity; the query and the
+PrimusPhase search attribute name the activity's first step (`InstallingAddons` while addons
+run).
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ class NodeWorkflowInput(BaseModel):
     start_from: rules.Step | None = "reach"
     deleting: bool = False
     timings: rules.NodeTimings = Field(default_factory=rules.NodeTimings)
+
+
+ONE_SSH_PASS = "node-onboarding-one-ssh-pass"
+"""Patch: reach, host name and facts run as one activity (`node.prepare`) and the outcome is a
+local activity; runs before it ran one activity per step and `node.finish` on the control queue."""
 
 
 def workflow_id(node_id: str) -> str:
@@ -121,6 +128,9 @@ class NodeWorkflow:
                 )
 
     async def _onboard(self, node_id: str, start: rules.Step) -> None:
+        if workflow.patched(ONE_SSH_PASS):
+            await self._onboard_in_one_pass(node_id, start)
+            return
         steps = rules.STEPS[rules.STEPS.index(start) :]
         try:
             for step in steps:
@@ -146,15 +156,50 @@ class NodeWorkflow:
             return
         await self._finish(node_id, rules.READY, "")
 
+    async def _onboard_in_one_pass(self, node_id: str, start: rules.Step) -> None:
+        """reach + host name + facts in one activity over one connection, then the addons; the
+        outcome is recorded by a local activity."""
+        step = start
+        try:
+            if start in rules.PREPARE_STEPS:
+                self._enter(rules.STEP_TITLES[start])
+                await self._ssh(
+                    NodeActivities.prepare, rules.PrepareInput(node_id=node_id, start=start), steps=3
+                )
+            step = "addons"
+            self._enter(rules.STEP_TITLES[step])
+            await self._ssh(NodeActivities.install_addons, node_id, long=True)
+        except ActivityError as err:
+            if self._deleting:
+                raise
+            await self._finish(node_id, *self._outcome(err, step), local=True)
+            return
+        await self._finish(node_id, rules.READY, "", local=True)
+
+    @staticmethod
+    def _outcome(err: ActivityError, step: str) -> tuple[str, str]:
+        """The phase and message a failed pass ends in: a failed addon leaves the node Ready."""
+        kind, message = failure_message(err)
+        if kind == Failure.HOSTNAME_FAILED:
+            return rules.HOSTNAME_FAILED, message
+        if kind in (Failure.ADDON_FAILED, Failure.NOT_FOUND) and step == "addons":
+            return rules.READY, message  # reachable; the message says which addon failed
+        return rules.SSH_FAILED, message
+
     async def _ssh(
-        self, method: Callable[[NodeActivities, str], Awaitable[Any]], node_id: str, *, long: bool = False
+        self,
+        method: Callable[[NodeActivities, Any], Awaitable[Any]],
+        arg: Any,
+        *,
+        long: bool = False,
+        steps: int = 1,
     ) -> Any:
         t = self._timings
-        # short steps: dial + a command of at most 60 s; addons: bounded by heartbeats, then this
-        short = timedelta(seconds=t.connect_timeout * 2 + 90)
+        # short steps: dial + a command of at most 60 s each; addons: bounded by heartbeats, then this
+        short = timedelta(seconds=t.connect_timeout * 2 + 60 * steps + 30)
         return await workflow.execute_activity_method(
             method,
-            node_id,
+            arg,
             task_queue=self._ssh_queue,
             start_to_close_timeout=timedelta(seconds=t.command_timeout * 4) if long else short,
             heartbeat_timeout=timedelta(seconds=t.heartbeat_timeout) if long else None,
@@ -167,13 +212,22 @@ class NodeWorkflow:
             ),
         )
 
-    async def _finish(self, node_id: str, phase: str, message: str) -> None:
-        await workflow.execute_activity_method(
-            NodeActivities.finish,
-            rules.FinishInput(node_id=node_id, phase=phase, message=message),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=DB_RETRY,
-        )
+    async def _finish(self, node_id: str, phase: str, message: str, *, local: bool = False) -> None:
+        outcome = rules.FinishInput(node_id=node_id, phase=phase, message=message)
+        if local:  # one database write: no round trip through a task queue
+            await workflow.execute_local_activity_method(
+                NodeActivities.finish,
+                outcome,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=DB_RETRY,
+            )
+        else:
+            await workflow.execute_activity_method(
+                NodeActivities.finish,
+                outcome,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=DB_RETRY,
+            )
         self._enter(phase)
 
     async def _remove(self, node_id: str) -> str:
