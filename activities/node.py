@@ -58,6 +58,13 @@ ADDON_DIR = ".primus-safe/addons"
 LOG_FLUSH_SECONDS = 0.5
 WRITE_ATTEMPTS = 6
 POOL_IDLE_SECONDS = 30.0
+WRITE_STDIN_THEN_RUN = (
+    "sh",
+    "-c",
+    'mkdir -p "$1" && cat > "$2" && chmod 700 "$2" && shift 2 && exec "$@"',
+    "sh",
+)
+"""argv prefix: `<dir> <file> <command...>` writes stdin to `file` (in `dir`), then runs the command."""
 
 
 def _fail(message: str, kind: Failure, *, retryable: bool = False) -> ApplicationError:
@@ -203,6 +210,7 @@ class NodeActivities:
         beat: Callable[[], None],
         hangup: bool = False,
         pending: _Lines | None = None,
+        stdin: bytes = b"",
     ) -> None:
         """Run a command, storing each output line as a node log line while it runs. With
         `pending`, lines waiting there go with the first write, and the output of the last
@@ -216,7 +224,8 @@ class NodeActivities:
             loop.call_soon_threadsafe(lines.put_nowait, line)
 
         job = loop.run_in_executor(
-            self._threads, lambda: conn.run(argv, timeout=limit, on_line=on_line, hangup=hangup)
+            self._threads,
+            lambda: conn.run(argv, timeout=limit, on_line=on_line, hangup=hangup, stdin=stdin),
         )
         try:
             while True:
@@ -501,8 +510,7 @@ class NodeActivities:
 
         if todo:
             async with self._ssh(node, keep=False) as conn:
-                try:
-                    await self._blocking(partial(conn.run, ["mkdir", "-p", ADDON_DIR], timeout=30))
+                try:  # each addon's command makes ADDON_DIR itself
                     for index, name in todo:
                         await self._install_one(conn, node_id, index, addons, list(template_cmd), lines=lines)
                         done.append(name)
@@ -535,7 +543,12 @@ class NodeActivities:
         activity.heartbeat(step)
         script = self._addon_script(name)
         path = f"{ADDON_DIR}/{name}.sh"
-        await self._blocking(partial(conn.put, script.encode(), path, mode=0o700))
+        argv = rules.render_command(template_cmd, script=path)
+        stdin = b""
+        if hangup:  # a terminal would echo a script sent on stdin: copy it first
+            await self._blocking(partial(conn.put, script.encode(), path, mode=0o700))
+        else:  # one command writes the script it reads from stdin, then runs it
+            argv, stdin = [*WRITE_STDIN_THEN_RUN, ADDON_DIR, path, *argv], script.encode()
         started = f"addon {name} ({index + 1}/{len(addons)}) started"
         if lines is None:
             await self._log(node_id, started)
@@ -545,11 +558,12 @@ class NodeActivities:
             await self._run_logged(
                 conn,
                 node_id,
-                rules.render_command(template_cmd, script=path),
+                argv,
                 limit=self._config().ssh.command_timeout_seconds,
                 beat=partial(activity.heartbeat, step),
                 hangup=hangup,
                 pending=lines,
+                stdin=stdin,
             )
         except CommandFailed as err:
             message = f"addon {name} failed with exit code {err.exit_code}"

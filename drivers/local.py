@@ -76,9 +76,11 @@ class LocalConnection:
         on_line: Callable[[str], None] | None = None,
         check: bool = True,
         hangup: bool = False,
+        stdin: bytes = b"",
     ) -> CommandResult:
         """Run `argv` in $HOME, streaming each output line to `on_line` (see `SSHConnection.run`;
-        every command is in its own process group, killed by `close`, so `hangup` changes nothing)."""
+        every command is in its own process group, killed by `close`, so `hangup` changes nothing).
+        `stdin` is written to the command before its output is read (a command reads it first)."""
         line = command_line(argv)
         with self._lock:
             if self._closed:
@@ -88,7 +90,7 @@ class LocalConnection:
                     list(argv),
                     cwd=home(),
                     env=child_environment(),
-                    stdin=subprocess.DEVNULL,
+                    stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # its own process group: a timeout kills all of it
@@ -97,6 +99,10 @@ class LocalConnection:
                 raise CommandFailed(line, 127, f"cannot start {argv[0]}: {exc.strerror or exc}") from exc
             self._running.add(proc)
         try:
+            if stdin and proc.stdin is not None:
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.write(stdin)
+                proc.stdin.close()
             output, timed_out = _collect(proc, timeout, on_line)
         finally:
             with self._lock:

@@ -135,6 +135,7 @@ class Connection(Protocol):
         on_line: Callable[[str], None] | None = None,
         check: bool = True,
         hangup: bool = False,
+        stdin: bytes = b"",
     ) -> CommandResult: ...
 
     def put(self, data: bytes, remote_path: str, *, mode: int = 0o600) -> None: ...
@@ -175,14 +176,18 @@ class SSHConnection:
         on_line: Callable[[str], None] | None = None,
         check: bool = True,
         hangup: bool = False,
+        stdin: bytes = b"",
     ) -> CommandResult:
         """Run `argv`, streaming each output line (stdout and stderr merged) to `on_line`.
 
         With `hangup` the command gets a pseudo-terminal, so closing the connection while it runs
         hangs it up (SIGHUP to its process group): an operation that is stopped stops its remote
-        work too. Raises CommandFailed for a non-zero exit (when `check`) or when `timeout`
-        passes, and Unreachable when the connection drops.
+        work too. `stdin` is sent to the command, then end of file (not with `hangup`: a
+        terminal would echo it). Raises CommandFailed for a non-zero exit (when `check`) or
+        when `timeout` passes, and Unreachable when the connection drops.
         """
+        if stdin and hangup:
+            raise ValueError("stdin cannot be sent through a pseudo-terminal")
         line = command_line(argv)
         try:
             channel = self._transport.open_session(timeout=timeout)
@@ -196,6 +201,9 @@ class SSHConnection:
             if hangup:
                 channel.get_pty(term="dumb", width=200)
             channel.exec_command(line)
+            if stdin:
+                channel.sendall(stdin)
+                channel.shutdown_write()
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:

@@ -51,6 +51,7 @@ def test_local_connection_runs_in_home_without_platform_secrets(
         )
         assert lines == [str(tmp_path), "key=unset", "a b; $(no)"]
         assert result.exit_code == 0
+        assert conn.run(["wc", "-c"], timeout=10, stdin=b"x" * 200_000).output.strip() == "200000"
         conn.put(b"#!/bin/sh\necho hi\n", "script.sh", mode=0o700)
         assert (tmp_path / "script.sh").stat().st_mode & 0o777 == 0o700
         assert conn.get("script.sh") == b"#!/bin/sh\necho hi\n"

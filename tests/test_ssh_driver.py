@@ -97,6 +97,24 @@ def test_command_failure_streaming_and_sftp(farm: SSHFarm, host: SSHHost) -> Non
         assert conn.run(["stat", "-c", "%a", "copied.sh"], timeout=5).output.strip() == "700"
 
 
+def test_stdin_is_sent_then_end_of_file(farm: SSHFarm, host: SSHHost) -> None:
+    """What the addon step relies on: one command writes the script it reads, then runs it."""
+    script = b"#!/bin/sh\necho from stdin\n" + b"# padding\n" * 20000  # beyond one SSH window packet
+    with connect(target(farm, host, password=farm.password), timeout=5) as conn:
+        assert conn.run(["wc", "-c"], timeout=5, stdin=script).output.strip() == str(len(script))
+        argv = [
+            "sh",
+            "-c",
+            'mkdir -p "$1" && cat > "$2" && chmod 700 "$2" && exec "./$2"',
+            "sh",
+            "d",
+            "d/s.sh",
+        ]
+        assert conn.run(argv, timeout=5, stdin=script).output == "from stdin\n"
+        with pytest.raises(ValueError, match="pseudo-terminal"):
+            conn.run(["cat"], timeout=5, stdin=b"x", hangup=True)
+
+
 def test_pool_lends_a_login_only_for_the_same_target(farm: SSHFarm, host: SSHHost) -> None:
     pool = ConnectionPool(idle_seconds=0.5)
     by_password = target(farm, host, password=farm.password)
