@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import cProfile
 import io
 import json
 import os
@@ -33,7 +34,9 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -163,6 +166,75 @@ async def report_per_node(state: AppState) -> None:
         )
 
 
+async def report_temporal_steps(state: AppState) -> None:
+    """Per activity type, from the node workflows' histories: time from scheduled to started (the
+    wait for a worker slot) and from started to completed (the run); workflow tasks the same;
+    and the events per workflow."""
+    async with state.sessions() as session:
+        node_ids = list((await session.scalars(select(Node.id))).all())
+    waits: dict[str, list[float]] = {}
+    runs: dict[str, list[float]] = {}
+    events: list[int] = []
+    for node_id in node_ids:
+        history = await state.temporal.get_workflow_handle(f"node/{node_id}").fetch_history()
+        scheduled: dict[int, tuple[str, datetime]] = {}
+        started: dict[int, datetime] = {}
+        events.append(len(history.events))
+        for event in history.events:
+            at = event.event_time.ToDatetime()
+            kind = event.WhichOneof("attributes")
+            if kind == "activity_task_scheduled_event_attributes":
+                name = event.activity_task_scheduled_event_attributes.activity_type.name
+                scheduled[event.event_id] = (name, at)
+            elif kind == "workflow_task_scheduled_event_attributes":
+                scheduled[event.event_id] = ("workflow task", at)
+            elif kind == "activity_task_started_event_attributes":
+                sid = event.activity_task_started_event_attributes.scheduled_event_id
+                name, when = scheduled[sid]
+                waits.setdefault(name, []).append((at - when).total_seconds())
+                started[sid] = at
+            elif kind == "workflow_task_started_event_attributes":
+                sid = event.workflow_task_started_event_attributes.scheduled_event_id
+                name, when = scheduled[sid]
+                waits.setdefault(name, []).append((at - when).total_seconds())
+                started[sid] = at
+            elif kind == "activity_task_completed_event_attributes":
+                sid = event.activity_task_completed_event_attributes.scheduled_event_id
+                runs.setdefault(scheduled[sid][0], []).append((at - started[sid]).total_seconds())
+            elif kind == "workflow_task_completed_event_attributes":
+                sid = event.workflow_task_completed_event_attributes.scheduled_event_id
+                runs.setdefault("workflow task", []).append((at - started[sid]).total_seconds())
+    print(f"  events per node workflow: median {statistics.median(events)}", flush=True)
+    for name in sorted(waits, key=lambda n: -statistics.median(waits[n])):
+        wait, run = sorted(waits[name]), sorted(runs.get(name, [0.0]))
+        print(
+            f"  {name:22} x{len(wait) / len(node_ids):.0f}/node: scheduled->started median "
+            f"{statistics.median(wait) * 1000:6.0f} ms (max {wait[-1] * 1000:5.0f}), started->completed "
+            f"median {statistics.median(run) * 1000:6.0f} ms (max {run[-1] * 1000:5.0f})",
+            flush=True,
+        )
+
+
+async def node_items(http: httpx.AsyncClient, headers: dict[str, str]) -> list[dict[str, Any]]:
+    """Every node, as GET /nodes lists them."""
+    resp = await http.get("/api/v1/nodes", params={"limit": -1}, headers=headers)
+    return list(resp.json()["items"])
+
+
+def settled(items: list[dict[str, Any]]) -> bool:
+    """Every node has a phase and none is being onboarded (some may have failed)."""
+    return all(i["phase"] and "being onboarded" not in i["message"] for i in items)
+
+
+def phase_counts(items: list[dict[str, Any]]) -> dict[str, int]:
+    """How many nodes are in each phase (Ready but unavailable counted apart)."""
+    phases: dict[str, int] = {}
+    for item in items:
+        key = item["phase"] if item["available"] or item["phase"] != "Ready" else "Ready(unavailable)"
+        phases[key or "onboarding"] = phases.get(key or "onboarding", 0) + 1
+    return phases
+
+
 async def onboard(
     settings: Settings, farm: SSHFarm, hosts: list[SSHHost], work: Path, profile: Path | None
 ) -> Run:
@@ -173,8 +245,16 @@ async def onboard(
         await ensure_admin(state.sessions, settings)
         await seed(state, farm)
         commands = json.dumps(settings.node_commands)
-        with worker_process(settings, work, profile=profile, node_commands=commands) as worker:
+        with worker_process(
+            settings,
+            work,
+            profile=profile,
+            node_commands=commands,
+            node_probe_interval_seconds=str(settings.node_probe_interval_seconds),
+        ) as worker:
             cpu_before = worker.cpu_seconds()
+            machine_before, api_before = machine_cpu_seconds(), time.process_time()
+            others_before = others_cpu_seconds(farm)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=60) as http:
                 resp = await http.post("/api/v1/login", json={"name": "root", "password": ADMIN_PASSWORD})
@@ -194,27 +274,35 @@ async def onboard(
                         resp = await http.post("/api/v1/nodes", json=body, headers=headers)
                     resp.raise_for_status()
 
+                api_profile = cProfile.Profile() if profile is not None else None
                 started = time.monotonic()
+                if api_profile is not None:
+                    api_profile.enable()
                 await asyncio.gather(*(register(host) for host in hosts))
                 registered = time.monotonic() - started
-                phases: dict[str, int] = {}
+                if api_profile is not None and profile is not None:
+                    api_profile.disable()
+                    api_profile.dump_stats(profile.with_suffix(".api.pstats"))
+                # a light poll (a count) every 0.1 s; the whole list, to notice nodes that failed,
+                # every 2 s: the poll itself must not take the CPU the onboarding needs
+                last_full = started
                 while time.monotonic() - started < 600:
-                    items = (await http.get("/api/v1/nodes", params={"limit": -1}, headers=headers)).json()[
-                        "items"
-                    ]
-                    phases = {}
-                    for item in items:
-                        key = (
-                            item["phase"]
-                            if item["available"] or item["phase"] != "Ready"
-                            else "Ready(unavailable)"
+                    ready = (
+                        await http.get(
+                            "/api/v1/nodes",
+                            params={"phase": "Ready", "available": "true", "brief": "true", "limit": 1},
+                            headers=headers,
                         )
-                        phases[key or "onboarding"] = phases.get(key or "onboarding", 0) + 1
-                    settled = all(i["phase"] and "being onboarded" not in i["message"] for i in items)
-                    if phases.get("Ready") == len(hosts) or settled:
+                    ).json()["totalCount"]
+                    if ready == len(hosts):
                         break
+                    if time.monotonic() - last_full > 2:
+                        last_full = time.monotonic()
+                        if settled(await node_items(http, headers)):
+                            break
                     await asyncio.sleep(0.1)
                 elapsed = time.monotonic() - started
+                phases = phase_counts(await node_items(http, headers))
             result = Run(
                 seconds=elapsed,
                 registered_seconds=registered,
@@ -222,8 +310,14 @@ async def onboard(
                 worker_peak_mb=worker.peak_rss_mb(),
                 worker_cpu_seconds=worker.cpu_seconds() - cpu_before,
                 worker_threads=worker.thread_cpu(),
+                machine_cpu_seconds=machine_cpu_seconds() - machine_before,
+                api_cpu_seconds=time.process_time() - api_before,
+                others_cpu_seconds={
+                    name: cpu - others_before[name] for name, cpu in others_cpu_seconds(farm).items()
+                },
             )
         await report_per_node(state)
+        await report_temporal_steps(state)
         return result
 
 
@@ -237,6 +331,47 @@ class Run:
     worker_peak_mb: float
     worker_cpu_seconds: float
     worker_threads: dict[str, float]
+    machine_cpu_seconds: float
+    """Every process's CPU time during the run (both cores busy the whole run = 2 x its length)."""
+    api_cpu_seconds: float
+    """The benchmark's own process: the API and the HTTP client that registers and polls."""
+    others_cpu_seconds: dict[str, float]
+
+    @property
+    def unaccounted_cpu_seconds(self) -> float:
+        """What other processes of the machine used meanwhile (noise, when not near zero)."""
+        ours = self.worker_cpu_seconds + self.api_cpu_seconds + sum(self.others_cpu_seconds.values())
+        return self.machine_cpu_seconds - ours
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time used on this machine so far, all processes (from /proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """CPU time of one process (with `children`, also of the children it has reaped)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def others_cpu_seconds(farm: SSHFarm) -> dict[str, float]:
+    """CPU time so far of the Temporal dev server and of every sshd of the farm (with the
+    sessions they served)."""
+    temporal = subprocess.run(
+        ["pgrep", "-f", f"temporal server start-dev --port {TEMPORAL_PORT}"], capture_output=True, text=True
+    ).stdout.split()
+    sshd = [int(f.read_text()) for f in farm.root.glob("*.pid") if f.read_text().strip().isdigit()]
+    return {
+        "Temporal server": sum(process_cpu_seconds(int(pid), children=True) for pid in temporal),
+        "sshd": sum(process_cpu_seconds(pid, children=True) for pid in sshd),
+    }
 
 
 def paramiko_pass(farm: SSHFarm, hosts: list[SSHHost]) -> float:
@@ -279,6 +414,7 @@ def bench_settings(work: Path, url: str, farm: SSHFarm) -> Settings:
         node_commands={
             "run_addon": ["env", f"PRIMUS_ADDON_ROOT={farm.home}/bench-sysroot", "bash", "{script}"]
         },
+        node_probe_interval_seconds=86400,  # the periodic health check is not part of onboarding
     )
 
 
@@ -340,8 +476,17 @@ async def main() -> None:
                 )
                 threads = ", ".join(f"{name} {cpu:.1f}" for name, cpu in list(run.worker_threads.items())[:6])
                 print(f"  worker CPU seconds by thread: {threads}", flush=True)
+                print(
+                    f"  CPU seconds during the run: machine {run.machine_cpu_seconds:.1f} "
+                    f"(of {os.cpu_count() or 1} x {run.seconds:.1f}), worker {run.worker_cpu_seconds:.1f}, "
+                    f"API and bench client {run.api_cpu_seconds:.1f}, "
+                    + ", ".join(f"{name} {cpu:.1f}" for name, cpu in run.others_cpu_seconds.items())
+                    + f", other processes {run.unaccounted_cpu_seconds:.1f}",
+                    flush=True,
+                )
                 if profile is not None:
-                    print(profile_summary(profile, 40), flush=True)
+                    print("worker:", profile_summary(profile, 25), flush=True)
+                    print("API, while registering:", profile_summary(profile.with_suffix(".api.pstats"), 25))
     finally:
         await env.shutdown()
         shutil.rmtree(work, ignore_errors=True)

@@ -10,6 +10,7 @@ py-spy (`py-spy dump --pid` / `record`) to the printed PID.
 from __future__ import annotations
 
 import collections
+import compileall
 import contextlib
 import io
 import os
@@ -55,6 +56,10 @@ class WorkerProcess:
             with contextlib.suppress(OSError):
                 name, fields = (task / "stat").read_text().rsplit(")", 1)
                 comm = name.split("(", 1)[1]
+                if task.name == str(self.pid):
+                    comm = "event loop"
+                elif comm == "python":
+                    comm = "other Python threads"
                 values = fields.split()
                 totals[comm] += (int(values[11]) + int(values[12])) / ticks
         return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
@@ -92,12 +97,21 @@ os._exit(code)
 """
 
 
+def compile_bytecode() -> None:
+    """Bytecode for this checkout's packages, as `make` installs it: the workflow sandbox
+    imports the workflow modules afresh for every workflow, and compiles them from source each
+    time when the .pyc is missing or stale (PYTHONDONTWRITEBYTECODE is set on CI machines)."""
+    for package in PACKAGES:
+        compileall.compile_dir(str(ROOT / package), quiet=1)
+
+
 @contextlib.contextmanager
 def worker_process(
     settings: Settings, work: Path, *, profile: Path | None = None, **extra: str
 ) -> Iterator[WorkerProcess]:
     """Start `primus-safe worker` on `settings` (plus `extra` PRIMUS_* settings), ready to poll
     (under cProfile, stats to `profile`, when given); stop it with SIGTERM at the end."""
+    compile_bytecode()
     log = work / f"worker-{time.monotonic_ns()}.log"
     env = worker_env(settings, data_dir=str(settings.data_dir), **extra)
     env["PYTHONUNBUFFERED"] = "1"
