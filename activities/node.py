@@ -288,7 +288,7 @@ class NodeActivities:
             raise
         facts = rules.parse_facts(result.output)
         problems = await self._flavor_problems(node, facts)
-        await self._record_pass(node, lines, fingerprint, facts=facts, problems=problems)
+        await self._record_prepared(node, lines, fingerprint, facts, problems)
         return problems
 
     async def _hostname_on(self, conn: Connection, node: Node, lines: _Lines) -> None:
@@ -327,26 +327,8 @@ class NodeActivities:
             return [f"node flavor {node.flavor_id} not found"]
         return rules.flavor_mismatches(facts, flavor.spec)
 
-    async def _record_pass(
-        self,
-        node: Node,
-        lines: _Lines,
-        fingerprint: str,
-        *,
-        facts: rules.NodeFacts | None = None,
-        problems: Sequence[str] = (),
-    ) -> None:
-        """One transaction for what a `prepare` pass found: the host key trusted on first use,
-        the facts (then `addons` is the node's step) and every line, each at its own time."""
-        problem = "; ".join(problems)
-        if facts is not None:
-            gpus = f"{facts.gpu_count} GPUs ({facts.gpu_tool})" if facts.gpu_tool else "no GPUs"
-            lines.add(
-                f"facts: {facts.cpu_cores} CPU cores, {facts.memory_bytes} bytes memory, {gpus}, "
-                + ", ".join(f"disk {d.name} {d.size} bytes{' (/)' if d.root else ''}" for d in facts.disks)
-            )
-            if problem:
-                lines.add(f"flavor mismatch: {problem}", level="WARN")
+    async def _record_pass(self, node: Node, lines: _Lines, fingerprint: str) -> None:
+        """What a failing `prepare` pass found: the host key trusted on first use and its lines."""
 
         async def write(session: AsyncSession) -> None:
             now = utcnow()
@@ -357,23 +339,45 @@ class NodeActivities:
             ):
                 at = items[0][0] if items else now
                 items.insert(0, (at, "INFO", f"trusted host key {fingerprint} on first use"))
-            if facts is not None:
-                booted = now - timedelta(seconds=facts.uptime_seconds) if facts.uptime_seconds else None
-                await node_status.record_facts(
-                    session,
-                    node_id=node.id,
-                    facts=facts.model_dump(mode="json"),
-                    problem=problem,
-                    boot_time=booted,
-                    now=now,
-                )
-                await node_status.begin_step(session, node_id=node.id, step="addons", now=now)
             _add_lines(session, node.id, items)
             await _append(session, node.id, [])  # the node must still exist
 
-        if lines.items or facts is not None:
+        if lines.items or (fingerprint and not node.host_key_fingerprint):
             with contextlib.suppress(logs.OwnerGone):
                 await self._write(write)
+
+    async def _record_prepared(
+        self, node: Node, lines: _Lines, fingerprint: str, facts: rules.NodeFacts, problems: Sequence[str]
+    ) -> None:
+        """One statement for what a `prepare` pass found (the host key trusted on first use, the
+        facts, `addons` as the next step) and one for its lines, each at its own time."""
+        problem = "; ".join(problems)
+        gpus = f"{facts.gpu_count} GPUs ({facts.gpu_tool})" if facts.gpu_tool else "no GPUs"
+        lines.add(
+            f"facts: {facts.cpu_cores} CPU cores, {facts.memory_bytes} bytes memory, {gpus}, "
+            + ", ".join(f"disk {d.name} {d.size} bytes{' (/)' if d.root else ''}" for d in facts.disks)
+        )
+        if problem:
+            lines.add(f"flavor mismatch: {problem}", level="WARN")
+        items = list(lines.items)
+        if fingerprint and not node.host_key_fingerprint:
+            items.insert(0, (items[0][0], "INFO", f"trusted host key {fingerprint} on first use"))
+
+        async def write(session: AsyncSession) -> None:
+            now = utcnow()
+            booted = now - timedelta(seconds=facts.uptime_seconds) if facts.uptime_seconds else None
+            if await node_status.record_prepared(
+                session,
+                node_id=node.id,
+                fingerprint=fingerprint,
+                facts=facts.model_dump(mode="json"),
+                problem=problem,
+                boot_time=booted,
+                now=now,
+            ):  # else the node is gone: its lines with it
+                await logs.insert_lines(session, resource=LogResource.NODE, resource_id=node.id, lines=items)
+
+        await self._write(write)
 
     @activity.defn(name="node.reach")
     async def reach(self, node_id: str) -> str:
@@ -494,18 +498,24 @@ class NodeActivities:
         template_cmd = self._config().commands.get("run_addon") or ["sudo", "-n", "bash", "{script}"]
         todo = [(index, name) for index, name in enumerate(addons) if name not in done]
 
-        async def record(session: AsyncSession, *, installed: bool) -> None:
-            now = utcnow()
-            if switching:  # guarded: applies once, and only while another template's progress is kept
-                await node_status.start_addons(session, node_id=node_id, template_id=template_id, now=now)
-            await node_status.record_addons(
-                session, node_id=node_id, template_id=template_id, done=done, installed=installed, now=now
-            )
-            _add_lines(session, node_id, lines)
+        async def record(session: AsyncSession, *, installed: bool, adopt: bool) -> None:
+            if await node_status.record_addons(
+                session,
+                node_id=node_id,
+                template_id=template_id,
+                done=done,
+                installed=installed,
+                now=utcnow(),
+                adopt=adopt,
+            ):  # else the node is gone, or its template changed (a new pass follows)
+                await logs.insert_lines(
+                    session, resource=LogResource.NODE, resource_id=node_id, lines=lines.items
+                )
 
         async def save(*, installed: bool) -> None:
-            with contextlib.suppress(logs.OwnerGone):
-                await self._write(partial(record, installed=installed))
+            nonlocal switching
+            await self._write(partial(record, installed=installed, adopt=switching))
+            switching = False
             lines.items.clear()
 
         if todo:
@@ -698,19 +708,24 @@ class NodeActivities:
         text = f"phase {params.phase}" + (f": {params.message}" if params.message else "")
 
         async def write(session: AsyncSession) -> None:
-            node = await session.get(Node, params.node_id)
-            if node is None:
-                return
-            moved = await node_status.finish_onboarding(
-                session, node_id=params.node_id, phase=params.phase, message=params.message, now=utcnow()
-            )
-            if not moved:
-                text_now = f"onboarding ended ({text}); the phase stays {node.phase} while the node "
-                await _append(
-                    session, params.node_id, [text_now + "joins or leaves its cluster"], level=level
+            now = utcnow()
+            if await node_status.finish_onboarding(
+                session, node_id=params.node_id, phase=params.phase, message=params.message, now=now
+            ):
+                line = (now, level, text)
+            else:  # joining or leaving a cluster (it keeps that phase), or gone
+                node = await session.get(Node, params.node_id)
+                if node is None:
+                    return
+                line = (
+                    now,
+                    level,
+                    f"onboarding ended ({text}); the phase stays {node.phase} while the node joins or "
+                    "leaves its cluster",
                 )
-            else:
-                await _append(session, params.node_id, [text], level=level)
+            await logs.insert_lines(
+                session, resource=LogResource.NODE, resource_id=params.node_id, lines=[line]
+            )
 
         await self._write(write)
 

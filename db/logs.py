@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Index, Integer, String, Text, delete, literal, select
+from sqlalchemy import Index, Integer, String, Text, delete, insert, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -63,6 +63,30 @@ async def append(
     found = await session.scalar(select(literal(1)).select_from(owners).where(owners.c.id == resource_id))
     if found is None:
         raise OwnerGone(f"{resource.value} {resource_id}")
+
+
+async def insert_lines(
+    session: AsyncSession,
+    *,
+    resource: LogResource,
+    resource_id: str,
+    lines: Sequence[tuple[datetime, str, str]],
+) -> None:
+    """Insert (when, level, text) lines of one resource in one statement. The caller knows the
+    owner exists (a status write on it in the same transaction applied)."""
+    if not lines:
+        return
+    rows = [
+        {
+            "resource_type": resource.value,
+            "resource_id": resource_id,
+            "created_at": at,
+            "level": level,
+            "line": text[:MAX_LINE],
+        }
+        for at, level, text in lines
+    ]
+    await session.execute(insert(OperationLog), rows)
 
 
 def add_lines(

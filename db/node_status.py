@@ -78,6 +78,33 @@ async def record_facts(
     )
 
 
+async def record_prepared(
+    session: AsyncSession,
+    *,
+    node_id: str,
+    fingerprint: str,
+    facts: dict[str, Any],
+    problem: str,
+    boot_time: datetime | None,
+    now: datetime,
+) -> bool:
+    """A `prepare` pass (reach, host name, facts) ended, in one statement: the host key trusted on
+    first use (never replacing a trusted one), what fact discovery found, and `addons` as the
+    step while the node is live. False when the node is gone."""
+    return await _set(
+        session,
+        Node.id == node_id,
+        now,
+        host_key_fingerprint=case(
+            (Node.host_key_fingerprint == "", fingerprint), else_=Node.host_key_fingerprint
+        ),
+        facts=facts,
+        facts_problem=problem[:1024],
+        boot_time=boot_time,
+        step=case((Node.deleting_at.is_(None), "addons"), else_=Node.step),
+    )
+
+
 async def start_addons(session: AsyncSession, *, node_id: str, template_id: str, now: datetime) -> bool:
     """Addon progress now refers to `template_id`; progress of another template is forgotten."""
     where = and_(Node.id == node_id, Node.addons_template_id != template_id)
@@ -94,10 +121,18 @@ async def record_addons(
     done: Sequence[str],
     installed: bool,
     now: datetime,
+    adopt: bool = False,
 ) -> bool:
-    """The addons of `template_id` installed so far (and whether that is all of them)."""
-    where = and_(Node.id == node_id, Node.addons_template_id == template_id)
-    return await _set(session, where, now, addons_done=list(done), addons_installed=installed)
+    """The addons of `template_id` installed so far (and whether that is all of them). With
+    `adopt` the progress is that template's from now on (`start_addons` and this in one
+    statement); without, it is recorded only while it is."""
+    where = Node.id == node_id
+    if not adopt:
+        where = and_(where, Node.addons_template_id == template_id)
+    values: dict[str, Any] = {"addons_done": list(done), "addons_installed": installed}
+    if adopt:
+        values["addons_template_id"] = template_id
+    return await _set(session, where, now, **values)
 
 
 async def finish_onboarding(

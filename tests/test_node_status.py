@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import node_status
@@ -188,3 +189,63 @@ async def test_claim_for_cluster_is_all_or_none(session: AsyncSession) -> None:
     await session.commit()
     n1 = await node(session, "n1")
     assert (n1.cluster_id, n1.is_control_plane, n1.phase) == ("", False, rules.READY)
+
+
+async def test_a_prepare_pass_trusts_a_key_once_and_sets_the_next_step_while_live(
+    session: AsyncSession,
+) -> None:
+    facts = {"cpu_cores": 8}
+    assert await node_status.record_prepared(
+        session,
+        node_id="n1",
+        fingerprint="ssh-ed25519 SHA256:first",
+        facts=facts,
+        problem="",
+        boot_time=None,
+        now=NOW,
+    )
+    await session.commit()
+    first = await node(session, "n1")
+    assert (first.host_key_fingerprint, first.facts, first.step) == (
+        "ssh-ed25519 SHA256:first",
+        facts,
+        "addons",
+    )
+
+    assert await node_status.record_prepared(  # a later pass never replaces the trusted key
+        session,
+        node_id="n1",
+        fingerprint="ssh-ed25519 SHA256:other",
+        facts={},
+        problem="gpu",
+        boot_time=None,
+        now=NOW,
+    )
+    await session.commit()
+    again = await node(session, "n1")
+    assert (again.host_key_fingerprint, again.facts_problem) == ("ssh-ed25519 SHA256:first", "gpu")
+
+    await session.execute(update(Node).where(Node.id == "n2").values(deleting_at=NOW, step=""))
+    assert await node_status.record_prepared(
+        session, node_id="n2", fingerprint="k", facts={}, problem="", boot_time=None, now=NOW
+    )
+    await session.commit()
+    assert (await node(session, "n2")).step == ""  # a node being deleted gets no next step
+    assert not await node_status.record_prepared(
+        session, node_id="gone", fingerprint="k", facts={}, problem="", boot_time=None, now=NOW
+    )
+
+
+async def test_addon_progress_is_kept_only_for_the_template_it_adopted(session: AsyncSession) -> None:
+    assert not await node_status.record_addons(  # another template's progress: not recorded
+        session, node_id="n1", template_id="t2", done=["a"], installed=False, now=NOW
+    )
+    assert await node_status.record_addons(
+        session, node_id="n1", template_id="t2", done=["a"], installed=False, now=NOW, adopt=True
+    )
+    assert await node_status.record_addons(
+        session, node_id="n1", template_id="t2", done=["a", "b"], installed=True, now=NOW
+    )
+    await session.commit()
+    found = await node(session, "n1")
+    assert (found.addons_template_id, found.addons_done, found.addons_installed) == ("t2", ["a", "b"], True)
