@@ -187,8 +187,9 @@ class NodeActivities:
                 await self._write(write)
             lines.items.clear()
 
-    async def _begin(self, node_id: str, step: rules.Step, index: int = 0) -> Node:
-        activity.heartbeat({"step": rules.STEP_TITLES[step], "index": index})
+    async def _begin(self, node_id: str, step: rules.Step, index: int = 0, *, beat: bool = True) -> Node:
+        if beat:
+            activity.heartbeat({"step": rules.STEP_TITLES[step], "index": index})
         node = await self._load(node_id)
 
         async def write(session: AsyncSession) -> None:
@@ -237,9 +238,9 @@ class NodeActivities:
                         await self._log_lines(node_id, pending)
                 elif batch:
                     await self._log(node_id, *batch)
-                beat()
                 if done:
                     break
+                beat()
         except asyncio.CancelledError:
             if hangup:
                 await self._blocking(conn.close)
@@ -272,10 +273,10 @@ class NodeActivities:
                 if not node.local:
                     where = f"{node.private_ip}:{node.port} over SSH"
                 lines.add(f"reached {where}")
-                if "hostname" in steps:
+                if "hostname" in steps and node.hostname:  # (without one the step has nothing to do)
                     activity.heartbeat({"step": rules.STEP_TITLES["hostname"]})
                     await self._hostname_on(conn, node, lines)
-                activity.heartbeat({"step": rules.STEP_TITLES["facts"]})
+                    activity.heartbeat({"step": rules.STEP_TITLES["facts"]})
                 try:
                     result = await self._blocking(
                         lambda: conn.run(["sh", "-c", rules.FACTS_SCRIPT], timeout=60)
@@ -483,7 +484,7 @@ class NodeActivities:
         as done); a long addon's output is written while it runs."""
         details = activity.info().heartbeat_details
         resume_index = int(details[0].get("index", 0)) if details and isinstance(details[0], dict) else 0
-        node = await self._begin(node_id, "addons", resume_index)
+        node = await self._begin(node_id, "addons", resume_index, beat=False)  # each addon beats
         async with self._sessions() as session:
             template = await session.get(NodeTemplate, node.template_id)
         if template is None:
