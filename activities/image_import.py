@@ -34,6 +34,7 @@ from domain.failures import Failure
 from domain.images import (
     INDEX_MANIFESTS,
     SINGLE_MANIFESTS,
+    STATUS_READY,
     BadReference,
     BlobCopy,
     BlobPlan,
@@ -262,7 +263,12 @@ class ImageImportActivities:
 
     @activity.defn(name="images.resolve")
     async def resolve(self, params: ResolveInput) -> ImportPlan:
-        """Read the source manifest (all platforms of an index); record blobs and image facts."""
+        """Read the source manifest (all platforms of an index); record blobs and image facts.
+
+        With `target`, the target is asked (HEAD, in parallel) which blobs it holds already:
+        those are recorded skipped and listed in `present`, so the workflow copies only the
+        others. With `push_when_complete` and every blob there, the manifests are pushed and the
+        image recorded Ready here too (`pushed`): an import with nothing to copy is one step."""
         ref = parse_reference(params.source)
         try:
             client = await self.source_client(ref, params.source_registry_id)
@@ -273,11 +279,37 @@ class ImageImportActivities:
             raise ApplicationError(message, type=Failure.NOT_FOUND, non_retryable=True) from err
         except RegistryError as err:
             raise as_application_error(err) from err
-        await self._record_plan(params.image_id, top, blobs, platforms)
-        return ImportPlan(blobs=list(blobs.values()), manifests=manifests)
+        present: list[str] = []
+        if params.target:
+            present = await self._present(parse_reference(params.target), list(blobs))
+        await self._record_plan(params.image_id, top, blobs, platforms, present)
+        plan = ImportPlan(blobs=list(blobs.values()), manifests=manifests, present=present)
+        if params.target and params.push_when_complete and len(present) == len(blobs):
+            plan.pushed = await self._push(params.image_id, params.target, manifests, finish=True)
+        return plan
+
+    async def _present(self, target: ImageReference, digests: list[str]) -> list[str]:
+        """The digests the target repository already holds (asked in parallel)."""
+        dst = self.target_client()
+        bound = asyncio.Semaphore(8)
+
+        async def there(digest: str) -> bool:
+            async with bound:
+                return await dst.blob_size(target.repository, digest) is not None
+
+        try:
+            found = await asyncio.gather(*(there(digest) for digest in digests))
+        except RegistryError as err:
+            raise as_application_error(err) from err
+        return [digest for digest, held in zip(digests, found, strict=True) if held]
 
     async def _record_plan(
-        self, image_id: int, top: Manifest, blobs: dict[str, BlobPlan], platforms: dict[str, dict[str, Any]]
+        self,
+        image_id: int,
+        top: Manifest,
+        blobs: dict[str, BlobPlan],
+        platforms: dict[str, dict[str, Any]],
+        present: list[str],
     ) -> None:
         async with self._sessions() as session, session.begin():
             recorded = await image_status.record_plan(
@@ -287,6 +319,7 @@ class ImageImportActivities:
                 platforms=platforms,
                 blobs=[(b.digest, b.media_type, b.size) for b in blobs.values()],
                 now=utcnow(),
+                present=set(present),
             )
         if not recorded:
             raise image_gone(image_id)
@@ -457,16 +490,26 @@ class ImageImportActivities:
 
     @activity.defn(name="images.push_manifests")
     async def push_manifests(self, params: PushManifests) -> str:
-        """Push platform manifests by digest, then the top manifest under the tag; returns its digest."""
-        target = parse_reference(params.target)
+        """Push platform manifests by digest, then the top manifest under the tag; returns its
+        digest. With `finish`, the image is recorded Ready as soon as the tag is verified."""
+        return await self._push(params.image_id, params.target, params.manifests, finish=params.finish)
+
+    async def _push(
+        self, image_id: int, target_ref: str, manifests: list[ManifestPlan], *, finish: bool
+    ) -> str:
+        """Platform manifests (in parallel), then the top one under the tag, which is checked;
+        then, with `finish`, Importing -> Ready (a no-op when the image is not Importing)."""
+        target = parse_reference(target_ref)
         dst = self.target_client()
-        digest = ""
+
+        async def put(item: ManifestPlan, reference: str) -> str:
+            manifest = Manifest(item.media_type, item.digest, base64.b64decode(item.body_b64))
+            return await dst.put_manifest(target.repository, reference, manifest)
+
         try:
-            last = len(params.manifests) - 1
-            for index, item in enumerate(params.manifests):
-                manifest = Manifest(item.media_type, item.digest, base64.b64decode(item.body_b64))
-                reference = target.tag if index == last else item.digest
-                digest = await dst.put_manifest(target.repository, reference, manifest)
+            *children, top = manifests
+            await asyncio.gather(*(put(item, item.digest) for item in children))
+            digest = await put(top, target.tag)
             stored = await dst.manifest_digest(target.repository, target.tag)
         except RegistryError as err:
             raise as_application_error(err) from err
@@ -474,6 +517,11 @@ class ImageImportActivities:
             raise ApplicationError(
                 f"target tag points at {stored}, expected {digest}", type=Failure.DIGEST_MISMATCH
             )
+        if finish:
+            async with self._sessions() as session, session.begin():
+                await image_status.finish_import(
+                    session, image_id=image_id, status=STATUS_READY, message="", now=utcnow()
+                )
         return digest
 
     @activity.defn(name="images.finish")
