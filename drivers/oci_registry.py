@@ -21,6 +21,7 @@ import hashlib
 import json
 import re
 import socket
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -162,6 +163,7 @@ class RegistryClient:
         self._guard = guard
         self._insecure = insecure
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(timeout, 15.0), sock_read=timeout)
+        self._proxies: dict[str, str | None] = {}
         self._session: aiohttp.ClientSession | None = None
         """Created at the first request (aiohttp sessions belong to a running event loop)."""
 
@@ -183,12 +185,22 @@ class RegistryClient:
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self._timeout,
-                trust_env=True,  # HTTP(S)_PROXY and NO_PROXY, as before
                 read_bufsize=256 * 1024,
             )
         return self._session
 
     # ---- transport --------------------------------------------------------------------------
+
+    def _proxy(self, url: URL) -> str | None:
+        """The proxy the environment names for `url` (HTTP(S)_PROXY, NO_PROXY), as httpx used
+        them; looked up here once per origin (aiohttp's `trust_env` would read the environment
+        and ~/.netrc in a thread for every request)."""
+        key = f"{url.scheme}://{url.raw_authority}"
+        if key not in self._proxies:
+            proxy = urllib.request.getproxies().get(url.scheme)
+            bypass = url.raw_host is None or urllib.request.proxy_bypass(url.raw_host)
+            self._proxies[key] = None if bypass else proxy
+        return self._proxies[key]
 
     def _unreachable(self, method: str, url: URL, exc: BaseException) -> RegistryError:
         if isinstance(exc, aiohttp.InvalidURL):
@@ -211,6 +223,7 @@ class RegistryClient:
                     data=content,
                     allow_redirects=False,
                     auto_decompress=not raw,
+                    proxy=self._proxy(url),
                 )
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 raise self._unreachable(method, url, exc) from exc
