@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -35,6 +34,7 @@ from domain.failures import Failure
 from domain.images import (
     INDEX_MANIFESTS,
     SINGLE_MANIFESTS,
+    STATUS_READY,
     BadReference,
     BlobCopy,
     BlobPlan,
@@ -65,6 +65,7 @@ from drivers.oci_registry import (
     RegistryClient,
     RegistryError,
     RegistryNotFound,
+    RegistryUnreachable,
     address_guard,
 )
 
@@ -92,14 +93,16 @@ def as_application_error(err: RegistryError) -> ApplicationError:
         return ApplicationError(str(err), type=Failure.NOT_FOUND, non_retryable=True)
     if isinstance(err, AddressRefused):
         return ApplicationError(str(err), type=Failure.INVALID, non_retryable=True)
+    if isinstance(err, RegistryUnreachable):
+        return connection_failed(err)
     if 400 <= err.status < 500 and err.status not in (408, 429):
         return ApplicationError(str(err), type=Failure.REGISTRY_REJECTED, non_retryable=True)
     return ApplicationError(str(err), type=Failure.REGISTRY_UNAVAILABLE)
 
 
-def connection_failed(err: httpx.TransportError) -> ApplicationError:
+def connection_failed(err: RegistryUnreachable) -> ApplicationError:
     """The Temporal failure for a registry that could not be reached (retried)."""
-    return ApplicationError(f"registry connection failed: {err!r}", type=Failure.REGISTRY_UNAVAILABLE)
+    return ApplicationError(f"registry connection failed: {err}", type=Failure.REGISTRY_UNAVAILABLE)
 
 
 def image_gone(image_id: int) -> ApplicationError:
@@ -222,18 +225,17 @@ class ImageImportActivities:
                 return SourceVerdict(problem=f"source image {ref} not found")
         except AddressRefused as exc:
             return SourceVerdict(problem=f"source: {exc}", refused=True)
-        except httpx.InvalidURL as exc:
-            return SourceVerdict(problem=f"source: host {ref.host} cannot be used: {exc}", refused=True)
         except RegistryAuthError:
             return SourceVerdict(
                 problem=f"authentication to {ref.host} failed: check the registry's credentials"
             )
+        except RegistryUnreachable as exc:
+            cause = exc.__cause__ or exc
+            return SourceVerdict(
+                problem=f"source registry {ref.host} is unreachable: {cause.__class__.__name__}"
+            )
         except RegistryError as exc:
             return SourceVerdict(problem=f"source registry {ref.host} refused the request: {exc}")
-        except httpx.HTTPError as exc:
-            return SourceVerdict(
-                problem=f"source registry {ref.host} is unreachable: {exc.__class__.__name__}"
-            )
         return SourceVerdict(digest=digest)
 
     @activity.defn(name="images.reset")
@@ -261,7 +263,12 @@ class ImageImportActivities:
 
     @activity.defn(name="images.resolve")
     async def resolve(self, params: ResolveInput) -> ImportPlan:
-        """Read the source manifest (all platforms of an index); record blobs and image facts."""
+        """Read the source manifest (all platforms of an index); record blobs and image facts.
+
+        With `target`, the target is asked (HEAD, in parallel) which blobs it holds already:
+        those are recorded skipped and listed in `present`, so the workflow copies only the
+        others. With `push_when_complete` and every blob there, the manifests are pushed and the
+        image recorded Ready here too (`pushed`): an import with nothing to copy is one step."""
         ref = parse_reference(params.source)
         try:
             client = await self.source_client(ref, params.source_registry_id)
@@ -272,11 +279,37 @@ class ImageImportActivities:
             raise ApplicationError(message, type=Failure.NOT_FOUND, non_retryable=True) from err
         except RegistryError as err:
             raise as_application_error(err) from err
-        await self._record_plan(params.image_id, top, blobs, platforms)
-        return ImportPlan(blobs=list(blobs.values()), manifests=manifests)
+        present: list[str] = []
+        if params.target:
+            present = await self._present(parse_reference(params.target), list(blobs))
+        await self._record_plan(params.image_id, top, blobs, platforms, present)
+        plan = ImportPlan(blobs=list(blobs.values()), manifests=manifests, present=present)
+        if params.target and params.push_when_complete and len(present) == len(blobs):
+            plan.pushed = await self._push(params.image_id, params.target, manifests, finish=True)
+        return plan
+
+    async def _present(self, target: ImageReference, digests: list[str]) -> list[str]:
+        """The digests the target repository already holds (asked in parallel)."""
+        dst = self.target_client()
+        bound = asyncio.Semaphore(8)
+
+        async def there(digest: str) -> bool:
+            async with bound:
+                return await dst.blob_size(target.repository, digest) is not None
+
+        try:
+            found = await asyncio.gather(*(there(digest) for digest in digests))
+        except RegistryError as err:
+            raise as_application_error(err) from err
+        return [digest for digest, held in zip(digests, found, strict=True) if held]
 
     async def _record_plan(
-        self, image_id: int, top: Manifest, blobs: dict[str, BlobPlan], platforms: dict[str, dict[str, Any]]
+        self,
+        image_id: int,
+        top: Manifest,
+        blobs: dict[str, BlobPlan],
+        platforms: dict[str, dict[str, Any]],
+        present: list[str],
     ) -> None:
         async with self._sessions() as session, session.begin():
             recorded = await image_status.record_plan(
@@ -286,6 +319,7 @@ class ImageImportActivities:
                 platforms=platforms,
                 blobs=[(b.digest, b.media_type, b.size) for b in blobs.values()],
                 now=utcnow(),
+                present=set(present),
             )
         if not recorded:
             raise image_gone(image_id)
@@ -308,8 +342,6 @@ class ImageImportActivities:
             sent = await self._stream_copy(params, src, source, dst, target)
         except RegistryError as err:
             raise as_application_error(err) from err
-        except httpx.TransportError as err:
-            raise connection_failed(err) from err
         await self._progress(params.image_id, blob.digest, "completed", blob.size)
         return BlobResult(digest=blob.digest, outcome="completed", bytes_sent=sent)
 
@@ -341,7 +373,14 @@ class ImageImportActivities:
         dst: RegistryClient,
         target: ImageReference,
     ) -> int:
-        """Stream source -> target in chunks, hashing every byte; returns the bytes sent."""
+        """Stream source -> target, hashing every byte; returns the bytes sent.
+
+        A blob of at most one chunk goes in the request that closes the upload (PUT with the
+        body: no intermediate point to resume from is lost, a cut request costs its session
+        either way). A larger one goes in chunks (PATCH), each recorded as the point a retry
+        resumes from. The digest is checked before the last byte is passed on, so a blob that
+        does not match never completes an upload. No bytes moving for the request timeout (a
+        target that stopped reading) fails the attempt, which is retried."""
         blob, repo = params.blob, target.repository
         chunk = max(1024 * 1024, self.config.chunk_bytes)
         location, offset = await self._resume_point(params.image_id, blob.digest, dst, repo)
@@ -350,36 +389,65 @@ class ImageImportActivities:
         assert location is not None
         await self._progress(params.image_id, blob.digest, "downloading", offset, location)
         activity.heartbeat(_beat(blob, offset))
-        hasher = hashlib.sha256()
         sent = 0
-        async with src.open_blob(source.repository, blob.digest) as response:
-            stream = _SourceStream(response.aiter_raw(1024 * 1024), hasher, skip=offset)
-            reporter = asyncio.create_task(self._report_in_flight(params.image_id, blob, stream))
+        stall = max(1.0, self.config.request_timeout_seconds)
+        async with src.open_blob(source.repository, blob.digest) as pieces:
+            stream = _SourceStream(pieces, blob, skip=offset)
             try:
-                while offset < blob.size:
-                    length = min(chunk, blob.size - offset)
-                    location = await dst.upload_chunk(repo, location, offset, stream.take(length), length)
-                    offset += length
-                    sent += length
-                    await self._progress(params.image_id, blob.digest, "downloading", offset, location)
-                    activity.heartbeat(_beat(blob, offset))
-                await stream.drain()
-            finally:
-                reporter.cancel()
-        digest = "sha256:" + hasher.hexdigest()
-        if digest != blob.digest or stream.read != blob.size:
-            await dst.cancel_upload(repo, location)
-            raise ApplicationError(
-                f"blob {blob.digest} read from the source has digest {digest} ({stream.read} bytes)",
-                type=Failure.DIGEST_MISMATCH,
-            )
+                async with asyncio.timeout(stall) as deadline:
+                    reporter = asyncio.create_task(
+                        self._report_in_flight(params.image_id, blob, stream, deadline, stall)
+                    )
+                    try:
+                        if offset == 0 and blob.size <= chunk:
+                            await dst.finish_upload(
+                                repo, location, blob.digest, stream.take(blob.size), blob.size
+                            )
+                            return blob.size
+                        while offset < blob.size:
+                            length = min(chunk, blob.size - offset)
+                            location = await dst.upload_chunk(
+                                repo, location, offset, stream.take(length), length
+                            )
+                            offset += length
+                            sent += length
+                            await self._progress(
+                                params.image_id, blob.digest, "downloading", offset, location
+                            )
+                            activity.heartbeat(_beat(blob, offset))
+                        await stream.check()
+                    finally:
+                        reporter.cancel()
+            except TimeoutError as exc:
+                raise connection_failed(
+                    RegistryUnreachable(f"no bytes of {blob.digest} moved for {stall:.0f} s")
+                ) from exc
+            except RegistryError:
+                if stream.error is None:
+                    raise
+                await dst.cancel_upload(repo, location)
+                raise stream.error from None  # the source's failure, not the upload it cut short
+            except ApplicationError:
+                await dst.cancel_upload(repo, location)
+                raise
         await dst.finish_upload(repo, location, blob.digest)
         return sent
 
-    async def _report_in_flight(self, image_id: int, blob: BlobPlan, stream: _SourceStream) -> None:
-        """Every progress interval, show the bytes sent so far (inside a request, too)."""
+    async def _report_in_flight(
+        self, image_id: int, blob: BlobPlan, stream: _SourceStream, deadline: asyncio.Timeout, stall: float
+    ) -> None:
+        """Every progress interval, show the bytes sent so far (inside a request, too), and push
+        the stall deadline back while bytes move (no deadline once every byte is handed out:
+        the registry's answer has the request timeout)."""
+        loop = asyncio.get_running_loop()
+        last = stream.moved
         while True:
             await asyncio.sleep(self.config.progress_interval_seconds)
+            if stream.position >= blob.size:
+                deadline.reschedule(None)
+            elif stream.moved != last:
+                last = stream.moved
+                deadline.reschedule(loop.time() + stall)
             position = stream.position
             async with self._sessions() as session, session.begin():
                 await image_status.set_layer_percent(
@@ -422,16 +490,26 @@ class ImageImportActivities:
 
     @activity.defn(name="images.push_manifests")
     async def push_manifests(self, params: PushManifests) -> str:
-        """Push platform manifests by digest, then the top manifest under the tag; returns its digest."""
-        target = parse_reference(params.target)
+        """Push platform manifests by digest, then the top manifest under the tag; returns its
+        digest. With `finish`, the image is recorded Ready as soon as the tag is verified."""
+        return await self._push(params.image_id, params.target, params.manifests, finish=params.finish)
+
+    async def _push(
+        self, image_id: int, target_ref: str, manifests: list[ManifestPlan], *, finish: bool
+    ) -> str:
+        """Platform manifests (in parallel), then the top one under the tag, which is checked;
+        then, with `finish`, Importing -> Ready (a no-op when the image is not Importing)."""
+        target = parse_reference(target_ref)
         dst = self.target_client()
-        digest = ""
+
+        async def put(item: ManifestPlan, reference: str) -> str:
+            manifest = Manifest(item.media_type, item.digest, base64.b64decode(item.body_b64))
+            return await dst.put_manifest(target.repository, reference, manifest)
+
         try:
-            last = len(params.manifests) - 1
-            for index, item in enumerate(params.manifests):
-                manifest = Manifest(item.media_type, item.digest, base64.b64decode(item.body_b64))
-                reference = target.tag if index == last else item.digest
-                digest = await dst.put_manifest(target.repository, reference, manifest)
+            *children, top = manifests
+            await asyncio.gather(*(put(item, item.digest) for item in children))
+            digest = await put(top, target.tag)
             stored = await dst.manifest_digest(target.repository, target.tag)
         except RegistryError as err:
             raise as_application_error(err) from err
@@ -439,6 +517,11 @@ class ImageImportActivities:
             raise ApplicationError(
                 f"target tag points at {stored}, expected {digest}", type=Failure.DIGEST_MISMATCH
             )
+        if finish:
+            async with self._sessions() as session, session.begin():
+                await image_status.finish_import(
+                    session, image_id=image_id, status=STATUS_READY, message="", now=utcnow()
+                )
         return digest
 
     @activity.defn(name="images.finish")
@@ -480,51 +563,89 @@ def _beat(blob: BlobPlan, offset: int) -> dict[str, Any]:
 
 class _SourceStream:
     """A source blob as a byte stream, hashed as it is read. The first `skip` bytes (already at the
-    target) are hashed but not passed on; `take` hands out the next bytes for one upload request."""
+    target) are hashed but not passed on; `take` hands out the next bytes for one upload request.
+    Before the blob's last byte is handed out, the rest of the source is read and digest and size
+    are checked (`check`): a mismatch raises there, so the request carrying it never completes.
 
-    def __init__(self, pieces: AsyncIterator[bytes], hasher: Any, skip: int) -> None:
+    Hashing runs inline: measured, handing each piece to a thread cost more CPU and time than it
+    saved (hashlib does ~1.4 GB/s here; pieces are at most a read buffer). Pieces are passed on
+    as they arrive; one split at a chunk boundary is a memoryview, not a copy."""
+
+    def __init__(self, pieces: AsyncIterator[bytes], blob: BlobPlan, skip: int) -> None:
         self._pieces = pieces
-        self._hasher = hasher
+        self._blob = blob
+        self._hasher = hashlib.sha256()
         self._skip = skip
-        self._carry = b""
+        self._carry: memoryview | None = None
+        self._checked = False
         self.read = 0
         self.given = 0
+        self.error: Exception | None = None
+        """What `take` raised (inside an upload request, which reports only that it was cut)."""
 
     @property
     def position(self) -> int:
         """Offset in the blob of the next byte to hand out."""
         return self._skip + self.given
 
-    async def _next(self) -> bytes:
-        if self._carry:
-            data, self._carry = self._carry, b""
+    @property
+    def moved(self) -> tuple[int, int]:
+        """Changes while bytes move (read from the source or handed to the target)."""
+        return self.read, self.given
+
+    async def _next(self) -> memoryview:
+        if self._carry is not None:
+            data, self._carry = self._carry, None
             return data
-        async for data in self._pieces:
-            await asyncio.to_thread(self._hasher.update, data)  # hashlib releases the GIL
+        while True:
+            piece = await anext(self._pieces, b"")
+            if not piece:
+                return memoryview(b"")
+            self._hasher.update(piece)
             start = self.read
-            self.read += len(data)
+            self.read += len(piece)
             if self.read <= self._skip:
                 continue
-            return data[self._skip - start :] if start < self._skip else data
-        return b""
+            view = memoryview(piece)
+            return view[self._skip - start :] if start < self._skip else view
 
-    async def take(self, limit: int) -> AsyncIterator[bytes]:
-        """The next `limit` bytes (fewer only when the source ends early)."""
-        given = 0
-        while given < limit:
-            data = await self._next()
-            if not data:
-                return
-            if given + len(data) > limit:
-                data, self._carry = data[: limit - given], data[limit - given :]
-            given += len(data)
-            self.given += len(data)
-            yield data
+    async def take(self, limit: int) -> AsyncIterator[memoryview]:
+        """The next `limit` bytes; raises (DigestMismatch) when the source ends early, and before
+        the blob's last byte when it does not match."""
+        try:
+            given = 0
+            while given < limit:
+                data = await self._next()
+                if not data:
+                    await self.check()  # the source ended early: fails
+                    raise self._mismatch()
+                if given + len(data) > limit:
+                    data, self._carry = data[: limit - given], data[limit - given :]
+                given += len(data)
+                self.given += len(data)
+                if self.position >= self._blob.size:
+                    await self.check()
+                yield data
+        except Exception as exc:
+            self.error = self.error or exc
+            raise
 
-    async def drain(self) -> None:
-        """Read (and hash) whatever the source still sends, so a longer blob is noticed."""
+    async def check(self) -> None:
+        """Read (and hash) whatever the source still sends, then compare digest and size."""
+        if self._checked:
+            return
         while await self._next():
             pass
+        if "sha256:" + self._hasher.hexdigest() != self._blob.digest or self.read != self._blob.size:
+            raise self._mismatch()
+        self._checked = True
+
+    def _mismatch(self) -> ApplicationError:
+        return ApplicationError(
+            f"blob {self._blob.digest} read from the source has digest "
+            f"sha256:{self._hasher.hexdigest()} ({self.read} bytes)",
+            type=Failure.DIGEST_MISMATCH,
+        )
 
 
 async def _expand(

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.image_import import ConfigSource, as_application_error, connection_failed
+from activities.image_import import ConfigSource, as_application_error
 from db import image_status
 from db import images as db
 from db.session import SessionFactory
@@ -116,8 +115,6 @@ class ImageActivities:
                 deleted = await client.delete_manifest(repository, digest)
         except RegistryError as err:
             raise as_application_error(err) from err
-        except httpx.TransportError as err:
-            raise connection_failed(err) from err
         return "deleted" if deleted else "absent"
 
     @activity.defn(name=ACTIVITY_REMOVE_IMAGE)
@@ -140,12 +137,12 @@ class ImageActivities:
             try:
                 await client.ping()
                 check.status = "healthy"
-            except (RegistryError, httpx.HTTPError) as err:
+            except RegistryError as err:
                 check.message = f"GET /v2/ failed: {err or err.__class__.__name__}"
             if check.status == "healthy":
                 try:
                     check.repositories = len(await client.catalog(page_size=1000))
-                except (RegistryError, httpx.HTTPError, ValueError) as err:
+                except (RegistryError, ValueError) as err:
                     check.message = f"the catalogue could not be listed: {err or err.__class__.__name__}"
         async with self._sessions() as session, session.begin():  # a lost first-insert race retries
             await db.record_registry_check(session, check=check, now=utcnow())

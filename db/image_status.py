@@ -11,7 +11,7 @@ The caller owns the transaction (and commits).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +19,7 @@ from sqlalchemy import case, delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.images import Image, ImageImportJob, ImageLayer, layers_of
-from domain.images import STATUS_FAILED, STATUS_IMPORTING, STATUS_READY, ImageStatus
+from domain.images import LAYER_DONE, STATUS_FAILED, STATUS_IMPORTING, STATUS_READY, ImageStatus
 
 
 async def record_plan(
@@ -30,10 +30,12 @@ async def record_plan(
     platforms: dict[str, dict[str, Any]],
     blobs: Sequence[tuple[str, str, int]],
     now: datetime,
+    present: Collection[str] = (),
 ) -> bool:
     """What resolving found: the top digest, the platforms (amd64 first for size, os and arch)
-    and a pending row per blob (digest, media type, size) not yet known. False when the image
-    is gone."""
+    and a row per blob (digest, media type, size) not yet known: skipped when its digest is in
+    `present` (the target holds it), else pending. A known row of a `present` blob not done yet
+    becomes skipped too. False when the image is gone."""
     image = await session.get(Image, image_id)
     if image is None:
         return False
@@ -43,22 +45,27 @@ async def record_plan(
     image.size = int(chosen.get("size", 0))
     image.os, image.arch = str(chosen.get("os", "")), str(chosen.get("arch", ""))
     image.updated_at = now
-    known = {layer.digest for layer in await layers_of(session, image_id=image_id)}
+    known = {layer.digest: layer for layer in await layers_of(session, image_id=image_id)}
     for blob_digest, media_type, size in blobs:
-        if blob_digest not in known:
+        there = blob_digest in present
+        layer = known.get(blob_digest)
+        if layer is None:
             session.add(
                 ImageLayer(
                     image_id=image_id,
                     digest=blob_digest,
                     media_type=media_type,
                     size=size,
-                    bytes_done=0,
-                    progress=0,
-                    status="pending",
+                    bytes_done=size if there else 0,
+                    progress=100 if there else 0,
+                    status="skipped" if there else "pending",
                     upload_url="",
                     updated_at=now,
                 )
             )
+        elif there and layer.status not in LAYER_DONE:
+            layer.status, layer.bytes_done, layer.progress = "skipped", layer.size, 100
+            layer.upload_url, layer.updated_at = "", now
     return True
 
 

@@ -330,6 +330,11 @@ class ImportPlan(BaseModel):
 
     blobs: list[BlobPlan]
     manifests: list[ManifestPlan]
+    present: list[str] = []
+    """Digests the target already holds (recorded as skipped), when resolving was asked to look."""
+    pushed: str = ""
+    """The digest under the target tag when resolving found every blob there and pushed the
+    manifests itself (the image is then Ready: nothing is left to do)."""
 
 
 class ImportSpec(BaseModel):
@@ -355,6 +360,12 @@ class ResolveInput(BaseModel):
     image_id: int
     source: str
     source_registry_id: int | None = None
+    target: str = ""
+    """When set, blobs this target repository already holds are recorded as skipped (and listed
+    in the plan's `present`), so only the others are copied."""
+    push_when_complete: bool = False
+    """With `target`: when the target holds every blob, push the manifests and record the image
+    Ready in the same step."""
 
 
 class BlobCopy(BaseModel):
@@ -384,6 +395,8 @@ class PushManifests(BaseModel):
     image_id: int
     target: str
     manifests: list[ManifestPlan]
+    finish: bool = False
+    """Record the image Ready once the tag is verified (the same step: Ready as soon as pushed)."""
 
 
 class FinishImport(BaseModel):

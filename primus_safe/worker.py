@@ -89,8 +89,14 @@ CONTROL_WORKFLOWS: list[type] = [
 ]
 
 
-def build_workers(client: Client, settings: Settings, sessions: SessionFactory) -> Sequence[Worker]:
-    """One worker per task queue; the control queue carries workflows and database activities."""
+def build_workers(
+    client: Client,
+    settings: Settings,
+    sessions: SessionFactory,
+    closing: contextlib.AsyncExitStack | None = None,
+) -> Sequence[Worker]:
+    """One worker per task queue; the control queue carries workflows and database activities.
+    What holds connections (the registry clients) is closed with `closing`, when given."""
     users = UserActivities(sessions)
     nodes = NodeActivities(sessions, SecretBox(settings.encryption_key()), settings.node_config)
     clusters = ClusterActivities(sessions, SecretBox(settings.encryption_key()), settings.cluster_config)
@@ -184,13 +190,20 @@ def build_workers(client: Client, settings: Settings, sessions: SessionFactory) 
         max_concurrent_activities=settings.ssh_max_parallel,
         max_heartbeat_throttle_interval=timedelta(seconds=2),  # a stop reaches a running step in seconds
     )
-    return [control, ssh, workload_io, build_image_worker(client, settings, sessions)]
+    return [control, ssh, workload_io, build_image_worker(client, settings, sessions, closing)]
 
 
-def build_image_worker(client: Client, settings: Settings, sessions: SessionFactory) -> Worker:
+def build_image_worker(
+    client: Client,
+    settings: Settings,
+    sessions: SessionFactory,
+    closing: contextlib.AsyncExitStack | None = None,
+) -> Worker:
     """The images queue: registry I/O of image imports (blob copies heartbeat and resume), image
-    deletions and the registry check."""
+    deletions and the registry check. Its registry connections are closed with `closing`."""
     images = ImageImportActivities(sessions, settings.image_config, SecretBox(settings.encryption_key()))
+    if closing is not None:
+        closing.push_async_callback(images.aclose)
     steps = ImageActivities(sessions, client, settings.image_config)
     return Worker(
         client,
@@ -321,7 +334,7 @@ async def run_workers(
         if settings.service_logs:
             await stack.enter_async_context(service_logs_of(settings, sessions, WORKER))
         await ensure_schedules(client, settings)
-        workers = build_workers(client, settings, sessions)
+        workers = build_workers(client, settings, sessions, stack)
         tasks = [asyncio.create_task(w.run()) for w in workers]
         log.info("worker running on %s", ", ".join(w.task_queue for w in workers))
         stopper = asyncio.create_task(stop.wait())

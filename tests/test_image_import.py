@@ -340,3 +340,84 @@ async def test_copy_resumes_a_recorded_upload_session(
     assert len(patches) == -(-(blob.size - 1024 * 1024) // (1024 * 1024))
     async with RegistryClient(target.host, insecure=True) as dst:
         assert await dst.blob_size(repository, blob.digest) == blob.size
+
+
+async def test_a_blob_within_one_chunk_goes_in_the_closing_put(
+    api: object, platform: Platform, target: Registry, regs: dict[str, Registry]
+) -> None:
+    """Up to one chunk: POST then PUT with the body (no PATCH); the layer reads completed."""
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.image_import import ImageImportActivities
+    from domain.images import BlobCopy, BlobPlan, ResolveInput
+
+    source_reg = regs["source"]
+    await add_registry(platform, source_reg)
+    source = f"{source_reg.host}/big/data:1"
+    image_id, target_ref = await add_image(platform, source, target.host)
+    activities = ImageImportActivities(
+        platform.state.sessions, platform.settings.image_config(), platform.state.box
+    )
+    env = ActivityEnvironment()
+    try:
+        plan = await env.run(
+            activities.resolve, ResolveInput(image_id=image_id, source=source, target=target_ref)
+        )
+        assert plan.present == [] and not plan.pushed
+        blob = max(plan.blobs, key=lambda b: b.size)
+        before = len(target.access_log())
+        copy = BlobCopy(
+            image_id=image_id, source=source, target=target_ref, blob=BlobPlan(**blob.model_dump())
+        )
+        result = await env.run(activities.copy_blob, copy)
+    finally:
+        await activities.aclose()
+    assert result.outcome == "completed" and result.bytes_sent == blob.size
+    uploads = [(m, s) for m, t, s in target.access_log()[before:] if "/blobs/uploads/" in t]
+    assert uploads == [("POST", 202), ("PUT", 201)], uploads
+    async with platform.state.sessions() as session:
+        layer = await db.get_layer(session, image_id=image_id, digest=blob.digest)
+    assert layer is not None and (layer.status, layer.bytes_done, layer.progress) == (
+        "completed",
+        blob.size,
+        100,
+    )
+
+
+@pytest.mark.parametrize("off_by", [1, -1])
+async def test_a_blob_that_does_not_match_never_completes_an_upload(
+    api: object, platform: Platform, target: Registry, regs: dict[str, Registry], off_by: int
+) -> None:
+    """The source sends fewer or more bytes than planned: DigestMismatch (retried), raised before
+    the last byte reaches the target, whose upload is abandoned; the target never holds the blob."""
+    from temporalio.exceptions import ApplicationError
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.image_import import ImageImportActivities
+    from domain.failures import Failure
+    from domain.images import BlobCopy, BlobPlan, ResolveInput
+    from drivers.oci_registry import RegistryClient
+
+    source_reg = regs["source"]
+    await add_registry(platform, source_reg)
+    source = f"{source_reg.host}/big/data:1"
+    image_id, target_ref = await add_image(platform, source, target.host)
+    for chunk in (1024 * 1024, 32 * 1024 * 1024):  # chunked, and one closing PUT
+        config = dataclasses.replace(platform.settings.image_config(), chunk_bytes=chunk)
+        activities = ImageImportActivities(platform.state.sessions, config, platform.state.box)
+        env = ActivityEnvironment()
+        try:
+            plan = await env.run(activities.resolve, ResolveInput(image_id=image_id, source=source))
+            blob = max(plan.blobs, key=lambda b: b.size)
+            wrong = BlobPlan(digest=blob.digest, size=blob.size + off_by, media_type=blob.media_type)
+            with pytest.raises(ApplicationError) as raised:
+                await env.run(
+                    activities.copy_blob,
+                    BlobCopy(image_id=image_id, source=source, target=target_ref, blob=wrong),
+                )
+        finally:
+            await activities.aclose()
+        assert raised.value.type == Failure.DIGEST_MISMATCH and not raised.value.non_retryable, raised.value
+        async with RegistryClient(target.host, insecure=True) as dst:
+            assert await dst.blob_size(parse_reference(target_ref).repository, blob.digest) is None
+        assert not [t for m, t, s in target.access_log() if m == "PUT" and "digest=" in t and s == 201]
