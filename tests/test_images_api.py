@@ -155,11 +155,12 @@ async def test_import_multi_arch_with_default_registry(
     assert skopeo_digest(internal, synced(regs["source"], "team/multi:1")) == skopeo_digest(
         regs["source"], "team/multi:1"
     )
-    async with RegistryClient(internal.host, insecure=True) as client:
+    async with (
+        RegistryClient(internal.host, insecure=True) as client,
+        RegistryClient(regs["source"].host, insecure=True) as source,
+    ):
         index = await client.get_manifest(synced(regs["source"], "team/multi"), "1")
-        source_index = await RegistryClient(regs["source"].host, insecure=True).get_manifest(
-            "team/multi", "1"
-        )
+        source_index = await source.get_manifest("team/multi", "1")
         assert index.body == source_index.body
     items = (await api.get("/api/v1/images", params={"tag": "multi"}, headers=alice)).json()["images"]
     assert items[0]["artifacts"][0]["arch"] == "amd64"
