@@ -140,10 +140,12 @@ async def list_nodes(
     workspace_id: str | None = None,
     flavor_id: str | None = None,
     workspaces: Sequence[str] | None = None,
+    phases: Sequence[str] | None = None,
 ) -> list[Node]:
     """Live nodes matching the column filters ("" = unbound), sorted by id.
 
-    `workspaces` limits the result to nodes bound to one of them (non-admin visibility).
+    `workspaces` limits the result to nodes bound to one of them (non-admin visibility);
+    `phases` to nodes in one of those phases.
     """
     query = select(Node).where(Node.deleting_at.is_(None)).order_by(Node.id)
     if cluster_id is not None:
@@ -154,6 +156,8 @@ async def list_nodes(
         query = query.where(Node.flavor_id == flavor_id)
     if workspaces is not None:
         query = query.where(Node.workspace_id.in_([w for w in workspaces if w]))
+    if phases is not None:
+        query = query.where(Node.phase.in_(list(phases)))
     return list((await session.execute(query)).scalars())
 
 

@@ -23,7 +23,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, CancelledError
 
-from workflows.common import DB_RETRY, enter_phase, failure_message
+from workflows.common import DB_RETRY, PHASE, enter_phase, failure_message
 
 with workflow.unsafe.imports_passed_through():
     from activities.node import NodeActivities
@@ -162,7 +162,7 @@ class NodeWorkflow:
         step = start
         try:
             if start in rules.PREPARE_STEPS:
-                self._enter(rules.STEP_TITLES[start])
+                self._enter(rules.STEP_TITLES[start], only_if_changed=True)  # registration sets it
                 await self._ssh(
                     NodeActivities.prepare, rules.PrepareInput(node_id=node_id, start=start), steps=3
                 )
@@ -241,7 +241,10 @@ class NodeWorkflow:
         self._enter("Deleted")
         return "deleted"
 
-    def _enter(self, step: str) -> None:
-        """The step (or phase) the node is at now: the query's answer and the PrimusPhase attribute."""
+    def _enter(self, step: str, *, only_if_changed: bool = False) -> None:
+        """The step (or phase) the node is at now: the query's answer and the PrimusPhase attribute
+        (with `only_if_changed`, not upserted again when it already is; patched path only)."""
         self._step = step
+        if only_if_changed and workflow.info().typed_search_attributes.get(PHASE) == step:
+            return
         enter_phase(step)

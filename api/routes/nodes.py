@@ -222,12 +222,12 @@ async def _tell_workflow(
     )
 
 
-def _attributes(node: Node) -> TypedSearchAttributes:
+def _attributes(node: Node, phase: str = "Pending") -> TypedSearchAttributes:
     return TypedSearchAttributes(
         [
             SearchAttributePair(RESOURCE_TYPE, "node"),
             SearchAttributePair(RESOURCE_ID, node.id),
-            SearchAttributePair(PHASE, "Pending"),
+            SearchAttributePair(PHASE, phase),
             SearchAttributePair(USER, node.created_by),
         ]
     )
@@ -247,6 +247,8 @@ async def _insert(session: Session, node: Node) -> None:
             await session.commit()
             return
         except IntegrityError as exc:
+            await session.rollback()
+            await _check_ip_free(session, node.private_ip)  # names the node that has it
             raise Conflict(f"a node with privateIP {node.private_ip} already exists") from exc
         except OperationalError as exc:
             await session.rollback()
@@ -270,8 +272,7 @@ async def create_node(
     await _check_references(
         session, flavor_id=body.flavor_id, template_id=body.template_id, secret_id=body.ssh_secret_id
     )
-    await _check_ip_free(session, body.private_ip)
-    now = utcnow()
+    now = utcnow()  # a taken privateIP is the unique key's 409 (_insert): no query before it
     node = Node(
         id=rules.LOCAL_NODE_ID if body.local else rules.new_node_id(body.hostname, body.private_ip),
         hostname=body.hostname or "",
@@ -306,7 +307,7 @@ async def create_node(
             id=workflow_id(node.id),
             task_queue=state.settings.queues.control,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=_attributes(node),
+            search_attributes=_attributes(node, rules.STEP_TITLES["reach"]),  # its first step
         )
     except Exception:
         await session.delete(node)
@@ -332,6 +333,7 @@ async def list_nodes(
     limit: Annotated[LimitOrAll, Query(description="Page size, 1..10000; -1 = all")] = DEFAULT_LIMIT,
 ) -> ListResponse[NodeItem] | ListResponse[NodeBrief]:
     """Nodes the caller may see, sorted by id; "" for clusterId/workspaceId means unbound nodes."""
+    wanted = {p.strip() for p in phase.split(",") if p.strip()} if phase else set()
     if node_id:
         nodes = [await _visible(session, caller, node_id)]
     else:
@@ -341,6 +343,7 @@ async def list_nodes(
             workspace_id=workspace_id,
             flavor_id=flavor_id,
             workspaces=None if caller.is_admin else await _usable(session, caller),
+            phases=sorted(wanted) if wanted else None,
         )
     if node_id:
         nodes = [
@@ -350,9 +353,8 @@ async def list_nodes(
             and (workspace_id is None or n.workspace_id == workspace_id)
             and (not flavor_id or n.flavor_id == flavor_id)
         ]
-    if phase:
-        wanted = {p.strip() for p in phase.split(",") if p.strip()}
-        nodes = [n for n in nodes if n.phase in wanted]
+    if wanted:
+        nodes = [n for n in nodes if n.phase in wanted]  # (also for the nodeId lookup)
     if is_addons_installed is not None:
         nodes = [n for n in nodes if n.is_addons_installed == is_addons_installed]
     if available is not None:
