@@ -263,7 +263,7 @@ class NodeActivities:
         if details and isinstance(details[0], dict) and details[0].get("step") in _PREPARE_BY_TITLE:
             start = max(start, _PREPARE_BY_TITLE[details[0]["step"]], key=rules.PREPARE_STEPS.index)
         steps = rules.PREPARE_STEPS[rules.PREPARE_STEPS.index(start) :]
-        node = await self._begin(params.node_id, start)
+        node = await self._begin(params.node_id, start, beat=False)  # PrimusPhase names it; a retry redoes it
         lines = _Lines()
         fingerprint = ""
         try:
