@@ -481,7 +481,7 @@ async def main() -> None:
                     f"(of {os.cpu_count() or 1} x {run.seconds:.1f}), worker {run.worker_cpu_seconds:.1f}, "
                     f"API and bench client {run.api_cpu_seconds:.1f}, "
                     + ", ".join(f"{name} {cpu:.1f}" for name, cpu in run.others_cpu_seconds.items())
-                    + f", other processes {run.unaccounted_cpu_seconds:.1f}",
+                    + f", the rest (kernel, other processes) {run.unaccounted_cpu_seconds:.1f}",
                     flush=True,
                 )
                 if profile is not None:
