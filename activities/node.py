@@ -296,13 +296,7 @@ class NodeActivities:
         """The host-name step of a pass: nothing to do without one, else set it when it differs."""
         if not node.hostname:
             return
-        if rules.hostname_error(node.hostname):
-            raise _fail(f"invalid host name {node.hostname!r}", Failure.HOSTNAME_FAILED)
-        template = self._config().commands.get("set_hostname")
-        if not template:
-            raise _fail(
-                "no set_hostname command is configured (PRIMUS_NODE_COMMANDS)", Failure.HOSTNAME_FAILED
-            )
+        template = self._hostname_template(node)
         try:
             current = await self._blocking(lambda: conn.run(["hostname"], timeout=30).output.strip())
             if current == node.hostname:
@@ -320,6 +314,17 @@ class NodeActivities:
         except SSHError as err:
             raise _ssh_failure(err) from err
         lines.add(f"host name set to {node.hostname}")
+
+    def _hostname_template(self, node: Node) -> list[str]:
+        """The configured set_hostname command; HostnameFailed for a bad name or none configured."""
+        if rules.hostname_error(node.hostname):
+            raise _fail(f"invalid host name {node.hostname!r}", Failure.HOSTNAME_FAILED)
+        template = self._config().commands.get("set_hostname")
+        if not template:
+            raise _fail(
+                "no set_hostname command is configured (PRIMUS_NODE_COMMANDS)", Failure.HOSTNAME_FAILED
+            )
+        return list(template)
 
     async def _flavor_problems(self, node: Node, facts: rules.NodeFacts) -> list[str]:
         async with self._sessions() as session:
@@ -411,13 +416,7 @@ class NodeActivities:
         node = await self._begin(node_id, "hostname")
         if not node.hostname:
             return False
-        if rules.hostname_error(node.hostname):
-            raise _fail(f"invalid host name {node.hostname!r}", Failure.HOSTNAME_FAILED)
-        template = self._config().commands.get("set_hostname")
-        if not template:
-            raise _fail(
-                "no set_hostname command is configured (PRIMUS_NODE_COMMANDS)", Failure.HOSTNAME_FAILED
-            )
+        template = self._hostname_template(node)
         async with self._ssh(node) as conn:
             try:
                 current = await self._blocking(lambda: conn.run(["hostname"], timeout=30).output.strip())
