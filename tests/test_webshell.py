@@ -95,8 +95,17 @@ async def pod(
     detail = await wait_phase(api, alice, workload_id, "Running", "Failed")
     assert detail["phase"] == "Running", detail
     token = alice["Authorization"].removeprefix("Bearer ")
-    yield Pod(workload_id, detail["pods"][0]["podId"], workspace_id, alice, token)
+    pod_id = detail["pods"][0]["podId"]
+    yield Pod(workload_id, pod_id, workspace_id, alice, token)
     await api.post(f"{WL}/{workload_id}/stop", headers=admin)
+
+    async def pod_process_gone() -> bool:  # a stopped workload's pods are removed after Stopped
+        found = await asyncio.create_subprocess_exec(
+            "pgrep", "-f", f"primus-pod:.*/{pod_id}$", stdout=asyncio.subprocess.DEVNULL
+        )
+        return await found.wait() == 1
+
+    await until(pod_process_gone, within=60)
 
 
 def _open(url: str, path: str, headers: dict[str, str] | None = None) -> Any:
